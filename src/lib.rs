@@ -1,0 +1,23 @@
+//! hedwig's shared core: what mailman and postoffice both speak and store.
+//!
+//! # Layout
+//!
+//! In the order a message travels:
+//!
+//! - [`smtp`]: SMTP bytes in, replies out; no I/O. [`smtp::session`] is the
+//!   server state machine, [`smtp::data`] reads (and writes) the DATA stream.
+//! - [`envelope`]: who a message is from and to.
+//! - [`message`]: the trace header, `Date:` and `Message-ID:` added on the way in.
+//! - [`id`]: unique, time-ordered message ids.
+//! - [`spool`]: the durable spool file (temp, fsync, rename, fsync directory).
+//! - [`handoff`]: the HTTP contract from mailman to postoffice.
+//! - [`config`]: `hedwig.ron`, both sections; [`cli`]: the binaries' arguments.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod envelope;
+pub mod handoff;
+pub mod id;
+pub mod message;
+pub mod smtp;
+pub mod spool;
