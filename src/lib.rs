@@ -15,6 +15,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod cli;
+pub mod config;
 pub mod envelope;
 pub mod handoff;
 pub mod id;

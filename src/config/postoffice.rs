@@ -1,0 +1,266 @@
+//! The `postoffice: (...)` section: the HTTP intake and the outbound MX delivery.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use log::LevelFilter;
+use serde::de::{Deserialize, Deserializer, Error as _};
+
+use super::de::{self, Checked, Secret};
+use super::delivery::Delivery;
+use super::net;
+use super::token::Token;
+
+/// postoffice's settings.
+#[derive(Debug, Clone)]
+pub struct Postoffice {
+    /// Address the HTTP(S) intake listens on.
+    pub listen: SocketAddr,
+    /// Certificate and key when postoffice serves HTTPS itself.
+    pub tls: Option<Tls>,
+    /// Accepted bearer tokens: `tokens` then `token_files`, never empty.
+    pub tokens: Vec<Token>,
+    /// EHLO name outbound and the domain of MAILER-DAEMON; `None` means the system's.
+    pub hostname: Option<String>,
+    /// Directory of the delivery queue; created at start.
+    pub queue: PathBuf,
+    /// Largest message accepted from mailman, in bytes.
+    pub max_message_size: u64,
+    /// How MX records are looked up.
+    pub dns: Dns,
+    /// Outbound SMTP delivery.
+    pub delivery: Delivery,
+    /// Log level; RUST_LOG, when set, overrides it.
+    pub log_level: LevelFilter,
+}
+
+impl Postoffice {
+    /// Every accepted token, reading the token files (trimmed).
+    pub fn read_tokens(&self) -> io::Result<Vec<String>> {
+        self.tokens.iter().map(Token::read).collect()
+    }
+
+    /// The configured hostname, else this machine's.
+    pub fn resolved_hostname(&self) -> String {
+        self.hostname.clone().unwrap_or_else(net::system_hostname)
+    }
+}
+
+// The raw form lets one check see tokens and token_files together.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename = "Postoffice")]
+struct RawPostoffice {
+    #[serde(default = "default_listen", deserialize_with = "de::socket_addr")]
+    listen: SocketAddr,
+    #[serde(default)]
+    tls: Option<Tls>,
+    #[serde(default)]
+    tokens: Vec<Checked<Secret>>,
+    #[serde(default, deserialize_with = "de::paths")]
+    token_files: Vec<PathBuf>,
+    #[serde(default, deserialize_with = "de::opt_hostname")]
+    hostname: Option<String>,
+    #[serde(default = "default_queue", deserialize_with = "de::path")]
+    queue: PathBuf,
+    #[serde(default = "default_max_message_size", deserialize_with = "de::size")]
+    max_message_size: u64,
+    #[serde(default)]
+    dns: Dns,
+    #[serde(default)]
+    delivery: Delivery,
+    #[serde(default = "de::default_log_level", deserialize_with = "de::log_level")]
+    log_level: LevelFilter,
+}
+
+impl<'de> Deserialize<'de> for Postoffice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawPostoffice::deserialize(d)?;
+        let inline = raw.tokens.into_iter().map(|t| Token::Inline(t.0));
+        let files = raw.token_files.into_iter().map(Token::File);
+        let tokens: Vec<Token> = inline.chain(files).collect();
+        if tokens.is_empty() {
+            return Err(D::Error::custom(
+                "no token accepted (set tokens or token_files)",
+            ));
+        }
+        Ok(Postoffice {
+            listen: raw.listen,
+            tls: raw.tls,
+            tokens,
+            hostname: raw.hostname,
+            queue: raw.queue,
+            max_message_size: raw.max_message_size,
+            dns: raw.dns,
+            delivery: raw.delivery,
+            log_level: raw.log_level,
+        })
+    }
+}
+
+/// Certificate chain and private key (PEM) for serving HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Certificate chain file.
+    #[serde(deserialize_with = "de::path")]
+    pub cert: PathBuf,
+    /// Private key file.
+    #[serde(deserialize_with = "de::path")]
+    pub key: PathBuf,
+}
+
+/// Where MX and address lookups go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub enum Dns {
+    /// The system resolver configuration (/etc/resolv.conf).
+    #[default]
+    System,
+    /// These name servers, e.g. a local test server on `127.0.0.1:5353`.
+    Nameservers(#[serde(deserialize_with = "de::socket_addrs")] Vec<SocketAddr>),
+}
+
+fn default_listen() -> SocketAddr {
+    ([0, 0, 0, 0], 8025).into()
+}
+
+fn default_queue() -> PathBuf {
+    "/var/spool/hedwig/postoffice".into()
+}
+
+fn default_max_message_size() -> u64 {
+    25 << 20
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn postoffice(body: &str) -> Postoffice {
+        let text = format!("(postoffice: ({body}))");
+        parse("hedwig.ron", &text).unwrap().postoffice.unwrap()
+    }
+
+    fn error(body: &str) -> String {
+        let text = format!("(postoffice: ({body}))");
+        parse("hedwig.ron", &text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_default() {
+        let p = postoffice(r#"tokens: ["t"]"#);
+        assert_eq!(p.listen, "0.0.0.0:8025".parse().unwrap());
+        assert_eq!(p.tls, None);
+        assert_eq!(p.tokens, vec![Token::Inline("t".into())]);
+        assert_eq!(p.hostname, None);
+        assert_eq!(p.queue, PathBuf::from("/var/spool/hedwig/postoffice"));
+        assert_eq!(p.max_message_size, 25 << 20);
+        assert_eq!(p.dns, Dns::System);
+        assert_eq!(p.log_level, LevelFilter::Info);
+        // The delivery sub-section's defaults are tested in delivery.rs.
+    }
+
+    #[test]
+    fn every_field_set() {
+        let p = postoffice(
+            r#"
+            listen: "127.0.0.1:0",
+            tls: Some((cert: "/c.pem", key: "/k.pem")),
+            tokens: ["a", "b"],
+            token_files: ["/etc/hedwig/t"],
+            hostname: "brandy.example.org",
+            queue: "/tmp/q",
+            max_message_size: "10MB",
+            dns: Nameservers(["127.0.0.1:5353", "[::1]:53"]),
+            delivery: (port: 2525),
+            log_level: "trace",
+            "#,
+        );
+        assert_eq!(p.listen, "127.0.0.1:0".parse().unwrap());
+        let tls = Tls {
+            cert: "/c.pem".into(),
+            key: "/k.pem".into(),
+        };
+        assert_eq!(p.tls, Some(tls));
+        let tokens = vec![
+            Token::Inline("a".into()),
+            Token::Inline("b".into()),
+            Token::File("/etc/hedwig/t".into()),
+        ];
+        assert_eq!(p.tokens, tokens);
+        assert_eq!(p.resolved_hostname(), "brandy.example.org");
+        assert_eq!(p.queue, PathBuf::from("/tmp/q"));
+        assert_eq!(p.max_message_size, 10_000_000);
+        let servers = vec![
+            "127.0.0.1:5353".parse().unwrap(),
+            "[::1]:53".parse().unwrap(),
+        ];
+        assert_eq!(p.dns, Dns::Nameservers(servers));
+        assert_eq!(p.delivery.port, 2525);
+        assert_eq!(p.log_level, LevelFilter::Trace);
+    }
+
+    #[test]
+    fn tls_forms() {
+        let p = postoffice(r#"tokens: ["t"], tls: None"#);
+        assert_eq!(p.tls, None);
+        // With implicit Some (on by default) the parentheses alone are enough.
+        let p = postoffice(r#"tokens: ["t"], tls: (cert: "/c", key: "/k")"#);
+        assert_eq!(p.tls.unwrap().key, PathBuf::from("/k"));
+        let text = "#![enable(implicit_some)]\n(postoffice: (tokens: [\"t\"], tls: (cert: \"/c\", key: \"/k\")))";
+        let config = parse("hedwig.ron", text).unwrap();
+        assert!(config.postoffice.unwrap().tls.is_some());
+    }
+
+    #[test]
+    fn read_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let body = format!(
+            r#"tokens: ["a"], token_files: [{:?}]"#,
+            path.to_str().unwrap()
+        );
+        assert_eq!(postoffice(&body).read_tokens().unwrap(), ["a", "from-file"]);
+        // token_files alone is enough.
+        let body = format!(r#"token_files: [{:?}]"#, path.to_str().unwrap());
+        assert_eq!(postoffice(&body).read_tokens().unwrap(), ["from-file"]);
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(
+            error(""),
+            "hedwig.ron:1:15: postoffice: no token accepted (set tokens or token_files)"
+        );
+        assert_eq!(
+            error(r#"tokens: [], token_files: []"#),
+            "hedwig.ron:1:42: postoffice: no token accepted (set tokens or token_files)"
+        );
+        assert_eq!(
+            error(r#"tokens: [" "]"#),
+            "hedwig.ron:1:25: postoffice.tokens: token is empty"
+        );
+        assert_eq!(
+            error(r#"tokens: ["t"], dns: Nameservers([])"#),
+            "hedwig.ron:1:48: postoffice.dns: must list at least one entry"
+        );
+        assert_eq!(
+            error(r#"tokens: ["t"], dns: Nameservers(["x"])"#),
+            "hedwig.ron:1:49: postoffice.dns: invalid socket address \"x\""
+        );
+        assert_eq!(
+            error(r#"tokens: ["t"], dns: Google"#),
+            "hedwig.ron:1:35: postoffice.dns: unknown variant `Google`, expected one of `System`, `Nameservers`"
+        );
+        assert_eq!(
+            error(r#"tokens: ["t"], listen: "0.0.0.0""#),
+            "hedwig.ron:1:39: postoffice.listen: invalid socket address \"0.0.0.0\""
+        );
+        assert_eq!(
+            error(r#"tokens: ["t"], tls: (cert: "/c")"#),
+            "hedwig.ron:1:46: postoffice.tls: missing field `key`"
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! mailman's `postoffice: (...)` sub-section: where and how it hands messages off.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::{Deserialize, Deserializer, Error as _};
+
+use super::de::{self, Checked, Secret};
+use super::token::Token;
+
+/// How mailman reaches postoffice.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Base URL, `http://` or `https://`.
+    pub url: String,
+    /// Bearer token sent with each hand-off.
+    pub token: Token,
+    /// Delay between failed hand-offs of one message.
+    pub retry: Retry,
+    /// Hand-offs in flight at once.
+    pub concurrency: usize,
+    /// Bound on the whole HTTP exchange of one hand-off.
+    pub timeout: Duration,
+    /// Extra CA certificate to trust for postoffice's HTTPS.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Upstream {
+    /// The bearer token, read from `token_file` (trimmed) when that is the form.
+    pub fn token(&self) -> io::Result<String> {
+        self.token.read()
+    }
+}
+
+// The raw form lets one check see token and token_file together; the error
+// then points at the end of the `postoffice: (...)` it concerns.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename = "Upstream")]
+struct RawUpstream {
+    #[serde(deserialize_with = "http_url")]
+    url: String,
+    #[serde(default)]
+    token: Option<Checked<Secret>>,
+    #[serde(default, deserialize_with = "de::opt_path")]
+    token_file: Option<PathBuf>,
+    #[serde(default = "default_retry")]
+    retry: Retry,
+    #[serde(default = "default_concurrency", deserialize_with = "de::count")]
+    concurrency: usize,
+    #[serde(
+        default = "default_upstream_timeout",
+        deserialize_with = "de::positive_duration"
+    )]
+    timeout: Duration,
+    #[serde(default, deserialize_with = "de::opt_path")]
+    ca_file: Option<PathBuf>,
+}
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawUpstream::deserialize(d)?;
+        let token = match (raw.token, raw.token_file) {
+            (Some(token), None) => Token::Inline(token.0),
+            (None, Some(path)) => Token::File(path),
+            (Some(_), Some(_)) => {
+                return Err(D::Error::custom("set token or token_file, not both"))
+            }
+            (None, None) => {
+                return Err(D::Error::custom("missing token (set token or token_file)"))
+            }
+        };
+        Ok(Upstream {
+            url: raw.url,
+            token,
+            retry: raw.retry,
+            concurrency: raw.concurrency,
+            timeout: raw.timeout,
+            ca_file: raw.ca_file,
+        })
+    }
+}
+
+/// Hand-off retry delays: doubling from `first`, never more than `max`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// Delay after the first failure.
+    pub first: Duration,
+    /// Longest delay.
+    pub max: Duration,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename = "Retry")]
+struct RawRetry {
+    #[serde(
+        default = "default_retry_first",
+        deserialize_with = "de::positive_duration"
+    )]
+    first: Duration,
+    #[serde(
+        default = "default_retry_max",
+        deserialize_with = "de::positive_duration"
+    )]
+    max: Duration,
+}
+
+impl<'de> Deserialize<'de> for Retry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let RawRetry { first, max } = RawRetry::deserialize(d)?;
+        de::check_backoff(first, max)?;
+        Ok(Retry { first, max })
+    }
+}
+
+fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let url = String::deserialize(d)?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(rest)
+            if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) =>
+        {
+            Ok(url)
+        }
+        _ => Err(D::Error::custom(format!(
+            "invalid url {url:?} (expected http://host:port or https://host:port)"
+        ))),
+    }
+}
+
+fn default_retry() -> Retry {
+    Retry {
+        first: default_retry_first(),
+        max: default_retry_max(),
+    }
+}
+
+fn default_retry_first() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_retry_max() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn upstream(body: &str) -> Upstream {
+        let text = format!("(mailman: (postoffice: ({body})))");
+        parse("hedwig.ron", &text)
+            .unwrap()
+            .mailman
+            .unwrap()
+            .postoffice
+    }
+
+    fn error(body: &str) -> String {
+        let text = format!("(mailman: ({body}))");
+        parse("hedwig.ron", &text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_default() {
+        let up = upstream(r#"url: "https://brandy.example.org:8025", token: "t""#);
+        assert_eq!(up.url, "https://brandy.example.org:8025");
+        assert_eq!(up.token, Token::Inline("t".into()));
+        let retry = Retry {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
+        assert_eq!(up.retry, retry);
+        assert_eq!(up.concurrency, 8);
+        assert_eq!(up.timeout, Duration::from_secs(60));
+        assert_eq!(up.ca_file, None);
+        // A partial retry keeps the other default.
+        let up = upstream(r#"url: "http://x:1", token: "t", retry: (max: "5m")"#);
+        assert_eq!(up.retry.first, Duration::from_secs(1));
+        assert_eq!(up.retry.max, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn token_file_is_read_at_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let up = upstream(&format!(
+            r#"url: "http://x:1", token_file: {:?}"#,
+            path.to_str().unwrap()
+        ));
+        assert_eq!(up.token().unwrap(), "from-file");
+        assert_eq!(
+            upstream(r#"url: "http://x:1", token: "t""#)
+                .token()
+                .unwrap(),
+            "t"
+        );
+    }
+
+    #[test]
+    fn debug_redacts_token() {
+        let debug = format!("{:?}", upstream(r#"url: "http://x:1", token: "hunter2""#));
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn upstream_errors() {
+        assert_eq!(
+            error(r#"postoffice: (url: "http://x:1")"#),
+            "hedwig.ron:1:42: mailman.postoffice: missing token (set token or token_file)"
+        );
+        assert_eq!(
+            error(r#"postoffice: (url: "ftp://x", token: "t")"#),
+            "hedwig.ron:1:31: mailman.postoffice.url: invalid url \"ftp://x\" (expected http://host:port or https://host:port)"
+        );
+        assert_eq!(
+            error(r#"postoffice: (token: "t")"#),
+            "hedwig.ron:1:35: mailman.postoffice: missing field `url`"
+        );
+        assert_eq!(
+            error(r#"postoffice: (url: "http://x:1", token: "")"#),
+            "hedwig.ron:1:52: mailman.postoffice.token: token is empty"
+        );
+        assert_eq!(
+            error(
+                r#"postoffice: (url: "http://x:1", token: "t", retry: (first: "2m", max: "1m"))"#
+            ),
+            "hedwig.ron:1:86: mailman.postoffice.retry: first (120s) is longer than max (60s)"
+        );
+        assert_eq!(
+            error(r#"postoffice: (url: "http://x:1", token: "t", concurrency: 0)"#),
+            "hedwig.ron:1:69: mailman.postoffice.concurrency: must be at least 1"
+        );
+        assert!(error(r#""#).ends_with("mailman: missing field `postoffice`"));
+    }
+}
