@@ -19,7 +19,9 @@ static LAST: Mutex<u64> = Mutex::new(0);
 /// assert!(a < b && a.len() == 18 && hedwig::id::is_valid(&a));
 /// ```
 pub fn new(now: SystemTime) -> String {
-    let micros = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    let micros = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
     let micros = {
         let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
         *last = micros.max(*last + 1);
@@ -31,7 +33,9 @@ pub fn new(now: SystemTime) -> String {
 /// Whether `s` has the shape of an id (so a stray file in a spool directory,
 /// or a hostile `Idempotency-Key`, is never taken for one).
 pub fn is_valid(s: &str) -> bool {
-    (8..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (8..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The acceptance time encoded in an id made by [`new`], in microseconds.

@@ -11,6 +11,7 @@
 //! - [`id`]: unique, time-ordered message ids.
 //! - [`spool`]: the durable spool file (temp, fsync, rename, fsync directory).
 //! - [`handoff`]: the HTTP contract from mailman to postoffice.
+//! - [`retry`]: backoff between attempts, for the hand-off and for delivery.
 //! - [`config`]: `hedwig.ron`, both sections; [`cli`]: the binaries' arguments.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -21,5 +22,6 @@ pub mod envelope;
 pub mod handoff;
 pub mod id;
 pub mod message;
+pub mod retry;
 pub mod smtp;
 pub mod spool;

@@ -17,7 +17,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// assert_eq!(hedwig::message::rfc5322_date(t), "Tue, 14 Nov 2023 22:13:20 +0000");
 /// ```
 pub fn rfc5322_date(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     mail_builder::headers::date::Date::new(secs).to_rfc822()
 }
 
@@ -47,7 +49,12 @@ impl Trace<'_> {
             std::net::IpAddr::V4(v4) => v4.to_string(),
             std::net::IpAddr::V6(v6) => format!("IPv6:{v6}"),
         };
-        let helo: String = self.helo.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
+        let helo: String = self
+            .helo
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(255)
+            .collect();
         let mut h = format!(
             "Received: from {helo} ([{ip}])\r\n\tby {} (hedwig mailman) with {} id {}",
             self.by, self.protocol, self.id
@@ -77,7 +84,13 @@ impl Stamper {
     /// `received` goes on top; `date` and `message_id` (without angle
     /// brackets) are used only when missing.
     pub fn new(received: String, date: String, message_id: String, max_header: usize) -> Stamper {
-        Stamper { head: Some(Vec::new()), received, date, message_id, max_header }
+        Stamper {
+            head: Some(Vec::new()),
+            received,
+            date,
+            message_id,
+            max_header,
+        }
     }
 
     /// Takes the next chunk of message bytes; appends what can be written to `out`.
@@ -140,8 +153,13 @@ struct Scan {
 /// Reads header lines from the start of `head`. With `at_end`, a last line
 /// without CRLF still counts and the section is complete whatever follows.
 fn scan_headers(head: &[u8], at_end: bool) -> Scan {
-    let mut scan =
-        Scan { complete: false, end: 0, has_date: false, has_message_id: false, needs_separator: false };
+    let mut scan = Scan {
+        complete: false,
+        end: 0,
+        has_date: false,
+        has_message_id: false,
+        needs_separator: false,
+    };
     let mut pos = 0;
     loop {
         let rest = &head[pos..];
@@ -218,7 +236,10 @@ mod tests {
             stamp(b"Subject: a\r\n b\r\nDate: d\r\n", 2),
             "Received: x\r\nSubject: a\r\n b\r\nDate: d\r\nMessage-ID: <M@h>\r\n"
         );
-        assert_eq!(stamp(b"", 2), "Received: x\r\nDate: D\r\nMessage-ID: <M@h>\r\n");
+        assert_eq!(
+            stamp(b"", 2),
+            "Received: x\r\nDate: D\r\nMessage-ID: <M@h>\r\n"
+        );
     }
 
     #[test]
@@ -237,7 +258,10 @@ mod tests {
         }
         msg.extend_from_slice(b"\r\nbody\r\n");
         let out = stamp(&msg, 7);
-        assert_eq!(out.as_bytes(), [b"Received: x\r\n".as_slice(), &msg].concat());
+        assert_eq!(
+            out.as_bytes(),
+            [b"Received: x\r\n".as_slice(), &msg].concat()
+        );
     }
 
     #[test]

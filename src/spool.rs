@@ -14,6 +14,7 @@
 //! from a@example.org      (empty after "from " for the null sender)
 //! to b@example.org
 //! to c@example.org
+//! key 66159EB4A09C63F1A2  (optional: the sender's Idempotency-Key)
 //!
 //! Received: ...
 //! ```
@@ -37,7 +38,9 @@ impl Spool {
     /// Opens (creating) the spool at `root` and removes what a crash left in
     /// `tmp/`: those messages were never acknowledged.
     pub fn open(root: &Path) -> io::Result<Spool> {
-        let spool = Spool { root: root.to_path_buf() };
+        let spool = Spool {
+            root: root.to_path_buf(),
+        };
         for dir in ["tmp", "queue", "failed"] {
             fs::create_dir_all(root.join(dir))?;
         }
@@ -54,7 +57,8 @@ impl Spool {
     }
 
     /// Starts writing message `id`; nothing is visible until [`Writer::commit`].
-    pub fn create(&self, id: &str, envelope: &Envelope) -> io::Result<Writer> {
+    /// `key` is the idempotency key it arrived with, if any.
+    pub fn create(&self, id: &str, envelope: &Envelope, key: Option<&str>) -> io::Result<Writer> {
         let tmp = self.dir("tmp").join(id);
         let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         let mut file = BufWriter::with_capacity(64 * 1024, file);
@@ -62,12 +66,20 @@ impl Spool {
         for to in &envelope.to {
             head.push_str(&format!("to {to}\n"));
         }
+        if let Some(key) = key {
+            head.push_str(&format!("key {key}\n"));
+        }
         head.push('\n');
         if let Err(e) = file.write_all(head.as_bytes()) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        Ok(Writer { file: Some(file), tmp, done: self.dir("queue").join(id), queue: self.dir("queue") })
+        Ok(Writer {
+            file: Some(file),
+            tmp,
+            done: self.dir("queue").join(id),
+            queue: self.dir("queue"),
+        })
     }
 
     /// Ids of the queued messages, oldest first.
@@ -77,29 +89,41 @@ impl Spool {
             let name = entry?.file_name();
             match name.to_str() {
                 Some(id) if crate::id::is_valid(id) => ids.push(id.to_string()),
-                _ => log::warn!("ignoring stray file {:?} in {}", name, self.dir("queue").display()),
+                _ => log::warn!(
+                    "ignoring stray file {:?} in {}",
+                    name,
+                    self.dir("queue").display()
+                ),
             }
         }
         ids.sort();
         Ok(ids)
     }
 
-    /// Opens message `id`: its envelope, and the file positioned at the
-    /// message bytes, with their length.
-    pub fn open_message(&self, id: &str) -> io::Result<(Envelope, File, u64)> {
+    /// Opens message `id`: its head, and the file positioned at the message
+    /// bytes, with their length.
+    pub fn open_message(&self, id: &str) -> io::Result<(Head, File, u64)> {
         let mut file = File::open(self.dir("queue").join(id))?;
-        let (envelope, offset) = read_head(BufReader::new(&mut file))?;
+        let (head, offset) = read_head(BufReader::new(&mut file))?;
         let len = file.metadata()?.len() - offset;
         file.seek(SeekFrom::Start(offset))?;
-        Ok((envelope, file, len))
+        Ok((head, file, len))
     }
 
     /// Reads message `id` whole.
-    pub fn read(&self, id: &str) -> io::Result<(Envelope, Vec<u8>)> {
-        let (envelope, mut file, len) = self.open_message(id)?;
+    pub fn read(&self, id: &str) -> io::Result<(Head, Vec<u8>)> {
+        let (head, mut file, len) = self.open_message(id)?;
         let mut body = Vec::with_capacity(len as usize);
         file.read_to_end(&mut body)?;
-        Ok((envelope, body))
+        Ok((head, body))
+    }
+
+    /// Reads only the head of message `id` (for a start-up scan).
+    pub fn read_head(&self, id: &str) -> io::Result<(Head, u64)> {
+        let file = File::open(self.dir("queue").join(id))?;
+        let len = file.metadata()?.len();
+        let (head, offset) = read_head(BufReader::with_capacity(4096, file))?;
+        Ok((head, len - offset))
     }
 
     /// Removes message `id` after the next hop took it.
@@ -116,9 +140,19 @@ impl Spool {
     }
 }
 
-/// Parses the envelope lines; returns the envelope and the message's offset.
-fn read_head(mut r: impl BufRead) -> io::Result<(Envelope, u64)> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("spool file: {what}"));
+/// What a spool file says about its message, above the message bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// Sender and recipients.
+    pub envelope: Envelope,
+    /// The idempotency key the message arrived with.
+    pub key: Option<String>,
+}
+
+/// Parses the head lines; returns them and the message's offset.
+fn read_head(mut r: impl BufRead) -> io::Result<(Head, u64)> {
+    let bad =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("spool file: {what}"));
     let mut offset = 0u64;
     let mut line = String::new();
     let mut next = |line: &mut String| -> io::Result<()> {
@@ -135,7 +169,11 @@ fn read_head(mut r: impl BufRead) -> io::Result<(Envelope, u64)> {
     if line != MAGIC {
         return Err(bad("not a hedwig spool file"));
     }
-    let mut envelope = Envelope { from: None, to: Vec::new() };
+    let mut envelope = Envelope {
+        from: None,
+        to: Vec::new(),
+    };
+    let mut key = None;
     loop {
         next(&mut line)?;
         if line.is_empty() {
@@ -146,10 +184,11 @@ fn read_head(mut r: impl BufRead) -> io::Result<(Envelope, u64)> {
             Some(("from", "")) => envelope.from = None,
             Some(("from", a)) => envelope.from = Some(parse(a)?),
             Some(("to", a)) => envelope.to.push(parse(a)?),
+            Some(("key", k)) => key = Some(k.to_string()),
             _ => return Err(bad("unknown header line")),
         }
     }
-    Ok((envelope, offset))
+    Ok((Head { envelope, key }, offset))
 }
 
 /// A message being written; dropped without [`commit`](Writer::commit), it
@@ -174,7 +213,10 @@ impl Writer {
     /// Makes the message durable: flush, fsync, rename into `queue/`, fsync
     /// the directory. After `Ok`, and only then, the message may be acknowledged.
     pub fn commit(mut self) -> io::Result<()> {
-        let file = self.file.take().ok_or_else(|| io::Error::other("spool file already closed"))?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("spool file already closed"))?;
         let result = (|| {
             let file = file.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
@@ -209,7 +251,10 @@ mod tests {
     fn envelope() -> Envelope {
         Envelope {
             from: None,
-            to: vec![Address::parse("a@b").unwrap(), Address::parse("c@d").unwrap()],
+            to: vec![
+                Address::parse("a@b").unwrap(),
+                Address::parse("c@d").unwrap(),
+            ],
         }
     }
 
@@ -217,15 +262,34 @@ mod tests {
     fn write_commit_list_read_remove() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        let mut w = spool.create("00000000000000000B", &envelope()).unwrap();
+        let mut w = spool
+            .create("00000000000000000B", &envelope(), Some("k1"))
+            .unwrap();
         w.write(b"Subject: x\r\n\r\nhi\r\n").unwrap();
         // Not visible before commit.
         assert!(spool.list().unwrap().is_empty());
         w.commit().unwrap();
-        spool.create("00000000000000000A", &envelope()).unwrap().commit().unwrap();
-        assert_eq!(spool.list().unwrap(), ["00000000000000000A", "00000000000000000B"]);
-        let (env, body) = spool.read("00000000000000000B").unwrap();
-        assert_eq!(env, envelope());
+        spool
+            .create("00000000000000000A", &envelope(), None)
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert_eq!(
+            spool.list().unwrap(),
+            ["00000000000000000A", "00000000000000000B"]
+        );
+        let (head, body) = spool.read("00000000000000000B").unwrap();
+        assert_eq!(
+            head,
+            Head {
+                envelope: envelope(),
+                key: Some("k1".into())
+            }
+        );
+        assert_eq!(
+            spool.read_head("00000000000000000B").unwrap().1,
+            body.len() as u64
+        );
         assert_eq!(body, b"Subject: x\r\n\r\nhi\r\n");
         spool.remove("00000000000000000B").unwrap();
         let failed = spool.fail("00000000000000000A").unwrap();
@@ -237,7 +301,9 @@ mod tests {
     fn dropped_writer_and_leftover_tmp_vanish() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        let mut w = spool.create("00000000000000000C", &envelope()).unwrap();
+        let mut w = spool
+            .create("00000000000000000C", &envelope(), None)
+            .unwrap();
         w.write(b"half").unwrap();
         drop(w);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
@@ -249,7 +315,12 @@ mod tests {
 
     #[test]
     fn corrupt_files_are_errors_not_panics() {
-        for bad in [&b""[..], b"hedwig-spool 1\nfrom", b"nope\n\n", b"hedwig-spool 1\nto @@\n\n"] {
+        for bad in [
+            &b""[..],
+            b"hedwig-spool 1\nfrom",
+            b"nope\n\n",
+            b"hedwig-spool 1\nto @@\n\n",
+        ] {
             assert!(read_head(bad).is_err());
         }
     }

@@ -236,7 +236,7 @@ impl Conn {
             max_line: shared.max_line,
         };
         let mut receiver = DataReceiver::new(limits);
-        let mut writer = match shared.spool.create(&id, &envelope) {
+        let mut writer = match shared.spool.create(&id, &envelope, None) {
             Ok(w) => Some(w),
             Err(e) => {
                 log::error!("{id}: cannot create spool file: {e}");

@@ -13,19 +13,6 @@ use smol::Timer;
 use crate::http::{Handoff, Outcome};
 use crate::shutdown::Shutdown;
 
-/// The wait before attempt `attempts + 1`, after `attempts` failures: doubling
-/// from `first`, capped at `max`.
-///
-/// ```text
-/// first=1s max=1m: 1s 2s 4s 8s 16s 32s 1m 1m ...
-/// ```
-pub fn backoff(first: Duration, max: Duration, attempts: u32) -> Duration {
-    let factor = 1u32
-        .checked_shl(attempts.saturating_sub(1))
-        .unwrap_or(u32::MAX);
-    first.saturating_mul(factor).min(max)
-}
-
 /// Messages waiting for their next attempt, earliest first, then oldest id
 /// first. Time is a parameter, so this is tested without sleeping.
 #[derive(Debug, Default)]
@@ -58,7 +45,7 @@ impl Schedule {
     pub fn retry(&mut self, id: String, now: Instant, first: Duration, max: Duration) -> Duration {
         let failures = self.failures.entry(id.clone()).or_default();
         *failures += 1;
-        let wait = backoff(first, max, *failures);
+        let wait = hedwig::retry::backoff(first, max, *failures);
         self.add(id, now + wait);
         wait
     }
@@ -194,13 +181,6 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
-
-    #[test]
-    fn backoff_doubles_then_caps() {
-        let waits: Vec<u64> = (1..=9).map(|n| backoff(S, 60 * S, n).as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(backoff(S, 60 * S, 1000), 60 * S);
-    }
 
     #[test]
     fn schedule_orders_by_due_then_id() {

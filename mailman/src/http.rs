@@ -58,11 +58,11 @@ impl Handoff {
         let spool = spool.clone();
         let owned_id = id.to_string();
         let opened = smol::unblock(move || spool.open_message(&owned_id)).await;
-        let (envelope, file, len) = match opened {
+        let (head, file, len) = match opened {
             Ok(x) => x,
             Err(e) => return Outcome::Refused(format!("cannot read spool file: {e}")),
         };
-        let url = format!("{}?{}", self.endpoint, handoff::query(&envelope));
+        let url = format!("{}?{}", self.endpoint, handoff::query(&head.envelope));
         let reader = futures_lite::io::BufReader::new(smol::fs::File::from(file));
         let started = Instant::now();
         let request = self

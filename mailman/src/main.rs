@@ -125,7 +125,7 @@ async fn run(config: Mailman) -> Result<(), String> {
         limits,
         config.shutdown_timeout,
     ));
-    if let Some(signal) = signals.next().await {
+    if let Some(Ok(signal)) = signals.next().await {
         log::info!("received {signal:?}: stopping");
     }
     trigger.fire();

@@ -119,7 +119,8 @@ fn valid_domain(domain: &str) -> bool {
     if let Some(literal) = domain.strip_prefix('[') {
         return literal.strip_suffix(']').is_some_and(|l| {
             l.parse::<std::net::Ipv4Addr>().is_ok()
-                || l.strip_prefix("IPv6:").is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok())
+                || l.strip_prefix("IPv6:")
+                    .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok())
         });
     }
     !domain.is_empty()
@@ -128,7 +129,9 @@ fn valid_domain(domain: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.chars().all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || c == '-')
+                && label
+                    .chars()
+                    .all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || c == '-')
         })
 }
 
@@ -160,6 +163,9 @@ mod tests {
         assert_eq!(Address::parse("a@b..c"), Err(AddressError::BadDomain));
         assert_eq!(Address::parse("a@-b"), Err(AddressError::BadDomain));
         assert_eq!(Address::parse("a@[1.2.3]"), Err(AddressError::BadDomain));
-        assert_eq!(Address::parse(&format!("a@{}", "b".repeat(300))), Err(AddressError::TooLong));
+        assert_eq!(
+            Address::parse(&format!("a@{}", "b".repeat(300))),
+            Err(AddressError::TooLong)
+        );
     }
 }

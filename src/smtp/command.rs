@@ -82,7 +82,9 @@ impl Command {
             if rest.is_empty() {
                 Ok(cmd)
             } else {
-                Err(ParseError(replies::syntax("this command takes no arguments")))
+                Err(ParseError(replies::syntax(
+                    "this command takes no arguments",
+                )))
             }
         };
         match verb.as_str() {
@@ -119,7 +121,8 @@ impl Command {
 /// Strips a case-insensitive `prefix` (such as `FROM:`) off `s`.
 fn strip_keyword<'a>(s: &'a str, keyword: &str) -> Option<&'a str> {
     let head = s.get(..keyword.len())?;
-    head.eq_ignore_ascii_case(keyword).then(|| s[keyword.len()..].trim_start())
+    head.eq_ignore_ascii_case(keyword)
+        .then(|| s[keyword.len()..].trim_start())
 }
 
 /// Splits `<path> params` (or a bare path, as lenient as Postfix) into the
@@ -154,7 +157,11 @@ fn parse_mail(rest: &str) -> Result<Command, ParseError> {
         .ok_or_else(|| ParseError(replies::syntax("expected MAIL FROM:<address>")))?;
     let (path, params) = split_path(rest)?;
     let path = strip_route(path);
-    let from = if path.is_empty() { None } else { Some(Address::parse(path).map_err(address_error)?) };
+    let from = if path.is_empty() {
+        None
+    } else {
+        Some(Address::parse(path).map_err(address_error)?)
+    };
     let mut p = MailParams::default();
     for param in params.split_whitespace() {
         let (key, value) = param.split_once('=').unwrap_or((param, ""));
@@ -240,19 +247,45 @@ mod tests {
     #[test]
     fn parses_mail_with_params() {
         let cmd = Command::parse(b"mail from:<a@b.org> SIZE=100 BODY=8BITMIME SMTPUTF8").unwrap();
-        let Command::Mail(Some(a), p) = &cmd else { panic!("{cmd:?}") };
+        let Command::Mail(Some(a), p) = &cmd else {
+            panic!("{cmd:?}")
+        };
         assert_eq!(a.as_str(), "a@b.org");
-        assert_eq!(p, &MailParams { size: Some(100), body: Some(Body::EightBitMime), smtputf8: true });
-        assert_eq!(cmd.to_string(), "MAIL FROM:<a@b.org> SIZE=100 BODY=8BITMIME SMTPUTF8\r\n");
+        assert_eq!(
+            p,
+            &MailParams {
+                size: Some(100),
+                body: Some(Body::EightBitMime),
+                smtputf8: true
+            }
+        );
+        assert_eq!(
+            cmd.to_string(),
+            "MAIL FROM:<a@b.org> SIZE=100 BODY=8BITMIME SMTPUTF8\r\n"
+        );
     }
 
     #[test]
     fn lenient_like_postfix() {
-        assert!(matches!(Command::parse(b"MAIL FROM: <a@b>"), Ok(Command::Mail(Some(_), _))));
-        assert!(matches!(Command::parse(b"MAIL FROM:a@b"), Ok(Command::Mail(Some(_), _))));
-        assert!(matches!(Command::parse(b"RCPT TO:<@x,@y:c@d>"), Ok(Command::Rcpt(a)) if a.as_str() == "c@d"));
-        assert!(matches!(Command::parse(b"RCPT TO:<Postmaster>"), Ok(Command::Rcpt(_))));
-        assert_eq!(Command::parse(b"MAIL FROM:<>").unwrap(), Command::Mail(None, MailParams::default()));
+        assert!(matches!(
+            Command::parse(b"MAIL FROM: <a@b>"),
+            Ok(Command::Mail(Some(_), _))
+        ));
+        assert!(matches!(
+            Command::parse(b"MAIL FROM:a@b"),
+            Ok(Command::Mail(Some(_), _))
+        ));
+        assert!(
+            matches!(Command::parse(b"RCPT TO:<@x,@y:c@d>"), Ok(Command::Rcpt(a)) if a.as_str() == "c@d")
+        );
+        assert!(matches!(
+            Command::parse(b"RCPT TO:<Postmaster>"),
+            Ok(Command::Rcpt(_))
+        ));
+        assert_eq!(
+            Command::parse(b"MAIL FROM:<>").unwrap(),
+            Command::Mail(None, MailParams::default())
+        );
     }
 
     #[test]

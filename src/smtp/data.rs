@@ -213,7 +213,10 @@ pub fn stuff(message: &[u8], out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { max_size: 1000, max_line: 50 };
+    const LIMITS: Limits = Limits {
+        max_size: 1000,
+        max_line: 50,
+    };
 
     /// Feeds `input` in chunks of `chunk` bytes; returns (end offset, output, verdict code).
     fn run(input: &[u8], chunk: usize) -> (Option<usize>, Vec<u8>, u16) {

@@ -35,12 +35,20 @@ pub struct Reply {
 impl Reply {
     /// A one-line reply with an enhanced status code.
     pub fn new(code: u16, status: Status, text: impl Into<String>) -> Reply {
-        Reply { code, status: Some(status), lines: vec![text.into()] }
+        Reply {
+            code,
+            status: Some(status),
+            lines: vec![text.into()],
+        }
     }
 
     /// A reply without an enhanced status (greeting, EHLO, HELO).
     pub fn plain(code: u16, lines: Vec<String>) -> Reply {
-        Reply { code, status: None, lines }
+        Reply {
+            code,
+            status: None,
+            lines,
+        }
     }
 
     /// 2xx.
@@ -92,7 +100,11 @@ impl Reply {
                 _ => t.to_string(),
             })
             .collect();
-        Reply { code, status, lines }
+        Reply {
+            code,
+            status,
+            lines,
+        }
     }
 }
 
@@ -153,11 +165,19 @@ pub mod replies {
     }
     /// 252 for VRFY: we relay, we do not verify.
     pub fn cannot_verify() -> Reply {
-        Reply::new(252, Status(2, 5, 0), "Cannot VRFY user, but will accept message and attempt delivery")
+        Reply::new(
+            252,
+            Status(2, 5, 0),
+            "Cannot VRFY user, but will accept message and attempt delivery",
+        )
     }
     /// 214 for HELP.
     pub fn help() -> Reply {
-        Reply::new(214, Status(2, 0, 0), "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP")
+        Reply::new(
+            214,
+            Status(2, 0, 0),
+            "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
+        )
     }
     /// 500 5.5.2 for an unknown command.
     pub fn unknown_command() -> Reply {
@@ -189,7 +209,11 @@ pub mod replies {
     }
     /// 552 5.3.4 message too big.
     pub fn too_big(max: u64) -> Reply {
-        Reply::new(552, Status(5, 3, 4), format!("Message size exceeds fixed limit of {max} bytes"))
+        Reply::new(
+            552,
+            Status(5, 3, 4),
+            format!("Message size exceeds fixed limit of {max} bytes"),
+        )
     }
     /// 452 4.5.3 too many recipients.
     pub fn too_many_recipients() -> Reply {
@@ -201,11 +225,19 @@ pub mod replies {
     }
     /// 554 5.6.0 bare CR or LF inside DATA (SMTP smuggling).
     pub fn bare_newline() -> Reply {
-        Reply::new(554, Status(5, 6, 0), "Error: bare <CR> or <LF> in message text")
+        Reply::new(
+            554,
+            Status(5, 6, 0),
+            "Error: bare <CR> or <LF> in message text",
+        )
     }
     /// 554 5.6.0 a message line over the limit.
     pub fn text_line_too_long(max: usize) -> Reply {
-        Reply::new(554, Status(5, 6, 0), format!("Error: message line longer than {max} bytes"))
+        Reply::new(
+            554,
+            Status(5, 6, 0),
+            format!("Error: message line longer than {max} bytes"),
+        )
     }
     /// 452 4.3.1 the spool could not take the message.
     pub fn spool_full() -> Reply {
@@ -217,15 +249,27 @@ pub mod replies {
     }
     /// 421 4.7.0 over max_connections.
     pub fn too_many_connections(host: &str) -> Reply {
-        Reply::new(421, Status(4, 7, 0), format!("{host} Too many connections, try again later"))
+        Reply::new(
+            421,
+            Status(4, 7, 0),
+            format!("{host} Too many connections, try again later"),
+        )
     }
     /// 421 4.4.2 idle timeout.
     pub fn timeout(host: &str) -> Reply {
-        Reply::new(421, Status(4, 4, 2), format!("{host} Error: timeout exceeded"))
+        Reply::new(
+            421,
+            Status(4, 4, 2),
+            format!("{host} Error: timeout exceeded"),
+        )
     }
     /// 421 4.3.2 shutting down.
     pub fn shutting_down(host: &str) -> Reply {
-        Reply::new(421, Status(4, 3, 2), format!("{host} Service shutting down"))
+        Reply::new(
+            421,
+            Status(4, 3, 2),
+            format!("{host} Service shutting down"),
+        )
     }
 }
 
@@ -241,12 +285,18 @@ mod tests {
             lines: vec!["a".into(), "b".into()],
         };
         assert_eq!(r.to_string(), "250-2.0.0 a\r\n250 2.0.0 b\r\n");
-        assert_eq!(Reply::plain(220, vec!["h ESMTP".into()]).to_string(), "220 h ESMTP\r\n");
+        assert_eq!(
+            Reply::plain(220, vec!["h ESMTP".into()]).to_string(),
+            "220 h ESMTP\r\n"
+        );
     }
 
     #[test]
     fn parses_lines() {
-        assert_eq!(Reply::parse_line(b"250-PIPELINING\r\n"), Some((250, false, "PIPELINING")));
+        assert_eq!(
+            Reply::parse_line(b"250-PIPELINING\r\n"),
+            Some((250, false, "PIPELINING"))
+        );
         assert_eq!(Reply::parse_line(b"250 ok\r\n"), Some((250, true, "ok")));
         assert_eq!(Reply::parse_line(b"354\r\n"), Some((354, true, "")));
         assert_eq!(Reply::parse_line(b"hello\r\n"), None);

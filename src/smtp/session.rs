@@ -66,7 +66,12 @@ pub struct Session {
 impl Session {
     /// A session before the client's EHLO.
     pub fn new(config: SessionConfig) -> Session {
-        Session { config, greeting: None, mail: None, recipients: Vec::new() }
+        Session {
+            config,
+            greeting: None,
+            mail: None,
+            recipients: Vec::new(),
+        }
     }
 
     /// The 220 banner.
@@ -88,12 +93,18 @@ impl Session {
         let reply = match cmd {
             Command::Ehlo(name) => {
                 self.reset();
-                self.greeting = Some(Greeting { name, extended: true });
+                self.greeting = Some(Greeting {
+                    name,
+                    extended: true,
+                });
                 self.ehlo_reply()
             }
             Command::Helo(name) => {
                 self.reset();
-                self.greeting = Some(Greeting { name, extended: false });
+                self.greeting = Some(Greeting {
+                    name,
+                    extended: false,
+                });
                 Reply::plain(250, vec![self.config.hostname.clone()])
             }
             Command::Mail(from, params) => self.mail(from, params),
@@ -146,7 +157,10 @@ impl Session {
         if esmtp_only && !self.extended() {
             return replies::bad_parameter("parameters need EHLO");
         }
-        if params.size.is_some_and(|n| n > self.config.max_message_size) {
+        if params
+            .size
+            .is_some_and(|n| n > self.config.max_message_size)
+        {
             return replies::too_big(self.config.max_message_size);
         }
         if from.as_ref().is_some_and(|a| !a.is_ascii()) && !params.smtputf8 {
@@ -177,7 +191,10 @@ impl Session {
         if self.recipients.is_empty() {
             return (replies::no_recipients(), Action::Continue);
         }
-        let envelope = Envelope { from: from.clone(), to: std::mem::take(&mut self.recipients) };
+        let envelope = Envelope {
+            from: from.clone(),
+            to: std::mem::take(&mut self.recipients),
+        };
         let params = params.clone();
         self.mail = None;
         (replies::start_data(), Action::Data(envelope, params))
@@ -237,10 +254,15 @@ mod tests {
         assert_eq!(say(&mut s, b"MAIL FROM:<a@b> SIZE=10"), "250 2.1.0 Ok\r\n");
         assert_eq!(say(&mut s, b"RCPT TO:<c@d>"), "250 2.1.5 Ok\r\n");
         assert_eq!(say(&mut s, b"RCPT TO:<e@f>"), "250 2.1.5 Ok\r\n");
-        assert_eq!(say(&mut s, b"RCPT TO:<g@h>"), "452 4.5.3 Error: too many recipients\r\n");
+        assert_eq!(
+            say(&mut s, b"RCPT TO:<g@h>"),
+            "452 4.5.3 Error: too many recipients\r\n"
+        );
         let (reply, action) = s.command(b"DATA");
         assert_eq!(reply.code, 354);
-        let Action::Data(env, _) = action else { panic!() };
+        let Action::Data(env, _) = action else {
+            panic!()
+        };
         assert_eq!(env.from.unwrap().as_str(), "a@b");
         assert_eq!(env.to.len(), 2);
         // The transaction is over: a new MAIL is not nested.
