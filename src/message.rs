@@ -23,6 +23,32 @@ pub fn rfc5322_date(t: SystemTime) -> String {
     mail_builder::headers::date::Date::new(secs).to_rfc822()
 }
 
+/// Makes every line ending CRLF: a bare LF or a bare CR becomes CRLF. A file
+/// posted with curl has LF endings; what goes on to an MX must hold no bare
+/// CR or LF, so no next hop can read a smuggled message out of it.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(hedwig::message::normalize_newlines(b"a\nb\r\nc\rd"), b"a\r\nb\r\nc\r\nd");
+/// ```
+pub fn normalize_newlines(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() + input.len() / 32);
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'\r' if input.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
 /// The facts a `Received:` header records.
 #[derive(Clone, Debug)]
 pub struct Trace<'a> {

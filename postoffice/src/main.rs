@@ -1,1 +1,130 @@
-fn main() { println!("postoffice: not yet"); }
+//! postoffice: hedwig's mail host. It queues what it receives over HTTP
+//! (from mailman, or from applications), looks up each recipient domain's MX
+//! and delivers by SMTP, retrying under the delivery policy, and bounces what
+//! cannot be delivered.
+//!
+//! # Layout
+//!
+//! In the order a message travels:
+//! - [`api`]: the HTTP API (the one module that knows tide); [`compose`]
+//!   builds JSON messages into MIME.
+//! - [`queue`]: durable records and the schedule of next attempts.
+//! - [`delivery`]: takes due messages, finds the MX ([`dns`]), speaks SMTP
+//!   to it, records outcomes; [`bounce`] writes the DSN for failures.
+//! - [`metrics`]: counters for `/metrics`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+mod api;
+mod bounce;
+mod compose;
+mod delivery;
+mod dns;
+mod metrics;
+mod queue;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_net::TcpListener;
+use futures_lite::StreamExt;
+use hedwig::config::Postoffice;
+
+const ABOUT: &str = "postoffice: hedwig's mail host. It queues messages received over HTTP and
+delivers them to each recipient domain's MX by SMTP, with retries and bounces.";
+
+/// Milliseconds since 1970: the queue's clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn main() -> ExitCode {
+    let args = hedwig::cli::parse("postoffice", env!("CARGO_PKG_VERSION"), ABOUT);
+    let config =
+        match hedwig::config::load(&args.config).and_then(|c| c.into_postoffice(&args.config)) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("postoffice: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    if args.check {
+        println!("postoffice: {}: ok", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    hedwig::cli::init_logging(config.log_level);
+    match smol::block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("postoffice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the queue, the delivery loop and the API; stops on SIGTERM/SIGINT.
+async fn run(config: Postoffice) -> Result<(), String> {
+    let mut signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .map_err(|e| format!("cannot watch signals: {e}"))?;
+    let tokens = config.read_tokens().map_err(|e| format!("tokens: {e}"))?;
+    let hostname = config.resolved_hostname();
+    let d = &config.delivery;
+    let policy = queue::record::Policy {
+        first: d.retry.first,
+        max: d.retry.max,
+        give_up: d.retry.give_up,
+    };
+    let store = queue::store::Store::open(&config.queue)
+        .map_err(|e| format!("queue {}: {e}", config.queue.display()))?;
+    let keep = d.keep_status.as_millis() as u64;
+    let (queue, woken) = queue::Queue::load(store, policy, keep, now_ms())
+        .map_err(|e| format!("queue {}: {e}", config.queue.display()))?;
+    let tls = match &config.tls {
+        Some(t) => Some(Arc::new(api::tls_acceptor(&t.cert, &t.key).await?)),
+        None => None,
+    };
+    let metrics = Arc::new(metrics::Metrics::default());
+    let resolver = dns::Resolver::new(&config.dns).map_err(|e| format!("dns: {e}"))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("listen {}: {e}", config.listen))?;
+    log::info!(
+        "postoffice {} as {hostname} on {}{}, queue {}",
+        env!("CARGO_PKG_VERSION"),
+        config.listen,
+        if tls.is_some() { " (https)" } else { "" },
+        config.queue.display()
+    );
+    let state = api::State {
+        queue: queue.clone(),
+        tokens: Arc::new(tokens),
+        max_message_size: config.max_message_size,
+        metrics: metrics.clone(),
+        hostname: hostname.clone().into(),
+        body_timeout: Duration::from_secs(300),
+    };
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    let stopped = {
+        let rx = stop_rx.clone();
+        async move {
+            let _ = rx.recv().await;
+        }
+    };
+    let api = smol::spawn(api::serve(listener, state, tls, stopped));
+    let deliverer =
+        delivery::Deliverer::new(queue, resolver, config.delivery.clone(), hostname, metrics);
+    let delivery = smol::spawn(deliverer.run(woken, stop_rx));
+    if let Some(Ok(signal)) = signals.next().await {
+        log::info!("received {signal:?}: stopping");
+    }
+    stop_tx.close();
+    api.await;
+    delivery.await;
+    log::info!("stopped");
+    Ok(())
+}

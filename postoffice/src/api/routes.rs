@@ -1,0 +1,366 @@
+//! The endpoints: the hand-off (raw messages), JSON messages, status, queue
+//! control, health and metrics. Every error is JSON `{"error": "..."}`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_lite::{AsyncReadExt, FutureExt};
+use hedwig::envelope::Envelope;
+use hedwig::handoff;
+use serde_json::{json, Value};
+use tide::{Request, Response, StatusCode};
+
+use super::State;
+use crate::compose::{self, ComposeError, JsonMessage};
+use crate::queue::record::{Record, State as RcptState};
+use crate::queue::AddError;
+
+/// The router.
+pub fn app(state: State) -> tide::Server<State> {
+    let mut app = tide::with_state(state);
+    app.at("/healthz")
+        .get(|_| async { Ok(json_response(StatusCode::Ok, json!({"status": "ok"}))) });
+    app.at("/metrics").get(metrics);
+    app.at(handoff::PATH).post(post_message);
+    app.at("/v1/messages/:id")
+        .get(get_message)
+        .delete(delete_message);
+    app.at("/v1/queue").get(get_queue);
+    app.at("/v1/queue/flush").post(flush);
+    app.at("*")
+        .all(|_| async { Ok(error(StatusCode::NotFound, "no such endpoint")) });
+    app.at("/")
+        .all(|_| async { Ok(error(StatusCode::NotFound, "no such endpoint")) });
+    app
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    let mut r = Response::new(status);
+    r.set_body(body);
+    r
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    json_response(status, json!({ "error": message.to_string() }))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Compares without an early exit, so timing tells nothing of the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+/// `Err(401 response)` unless the request carries an accepted bearer token.
+fn authorize(req: &Request<State>) -> Result<(), Response> {
+    let header = req
+        .header("Authorization")
+        .map(|v| v.last().as_str().to_string())
+        .unwrap_or_default();
+    let Some(token) = header.strip_prefix("Bearer ") else {
+        return Err(error(StatusCode::Unauthorized, "missing bearer token"));
+    };
+    // Check every token, so which one matched does not show in the timing either.
+    let ok = req.state().tokens.iter().fold(false, |ok, t| {
+        constant_time_eq(token.trim().as_bytes(), t.as_bytes()) | ok
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(error(StatusCode::Unauthorized, "invalid bearer token"))
+    }
+}
+
+macro_rules! authorized {
+    ($req:expr) => {
+        if let Err(response) = authorize(&$req) {
+            return Ok(response);
+        }
+    };
+}
+
+/// Reads the body, refusing more than the limit (413) or a client too slow.
+async fn read_body(req: &mut Request<State>) -> Result<Vec<u8>, Response> {
+    let max = req.state().max_message_size;
+    if req.len().is_some_and(|n| n as u64 > max) {
+        return Err(error(
+            StatusCode::PayloadTooLarge,
+            format!("message larger than {max} bytes"),
+        ));
+    }
+    let timeout = req.state().body_timeout;
+    let mut body = Vec::new();
+    let reader = req.take_body().into_reader();
+    let read = async {
+        reader
+            .take(max + 1)
+            .read_to_end(&mut body)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .or(async {
+        smol::Timer::after(timeout).await;
+        Err("request body timed out".to_string())
+    })
+    .await;
+    if let Err(e) = read {
+        return Err(error(StatusCode::BadRequest, e));
+    }
+    if body.len() as u64 > max {
+        return Err(error(
+            StatusCode::PayloadTooLarge,
+            format!("message larger than {max} bytes"),
+        ));
+    }
+    Ok(body)
+}
+
+async fn post_message(mut req: Request<State>) -> tide::Result {
+    authorized!(req);
+    let content_type = req
+        .content_type()
+        .map(|m| m.essence().to_ascii_lowercase())
+        .unwrap_or_default();
+    let key = match req.header(handoff::IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => {
+            let k = v.last().as_str().to_string();
+            if k.is_empty() || k.len() > 200 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                return Ok(error(
+                    StatusCode::BadRequest,
+                    "Idempotency-Key must be 1 to 200 visible ASCII characters",
+                ));
+            }
+            Some(k)
+        }
+    };
+    let (envelope, message) = match content_type.as_str() {
+        "message/rfc822" => {
+            let envelope = match handoff::parse_query(req.url().query().unwrap_or("")) {
+                Ok(e) => e,
+                Err(e) => return Ok(error(StatusCode::BadRequest, format!("envelope: {e}"))),
+            };
+            let body = match read_body(&mut req).await {
+                Ok(b) => b,
+                Err(r) => return Ok(r),
+            };
+            if body.is_empty() {
+                return Ok(error(StatusCode::BadRequest, "empty message"));
+            }
+            (envelope, hedwig::message::normalize_newlines(&body))
+        }
+        "application/json" => {
+            let body = match read_body(&mut req).await {
+                Ok(b) => b,
+                Err(r) => return Ok(r),
+            };
+            let msg: JsonMessage = match serde_json::from_slice(&body) {
+                Ok(m) => m,
+                Err(e) => return Ok(error(StatusCode::BadRequest, format!("invalid JSON: {e}"))),
+            };
+            let now = SystemTime::now();
+            let message_id = format!("{}@{}", hedwig::id::new(now), req.state().hostname);
+            match compose::compose(&msg, &message_id, now) {
+                Ok(x) => x,
+                Err(ComposeError::BadRequest(e)) => return Ok(error(StatusCode::BadRequest, e)),
+                Err(ComposeError::Unprocessable(e)) => {
+                    return Ok(error(StatusCode::UnprocessableEntity, e))
+                }
+            }
+        }
+        "" => {
+            return Ok(error(
+                StatusCode::UnsupportedMediaType,
+                "Content-Type must be message/rfc822 or application/json",
+            ))
+        }
+        other => {
+            return Ok(error(
+                StatusCode::UnsupportedMediaType,
+                format!("unsupported Content-Type {other}: use message/rfc822 or application/json"),
+            ))
+        }
+    };
+    if message.len() as u64 > req.state().max_message_size {
+        return Ok(error(StatusCode::PayloadTooLarge, "message too large"));
+    }
+    accept(req.state(), envelope, key, message).await
+}
+
+/// Queues durably, then answers 202; a repeated key answers the first id.
+async fn accept(
+    state: &State,
+    envelope: Envelope,
+    key: Option<String>,
+    message: Vec<u8>,
+) -> tide::Result {
+    let queue = state.queue.clone();
+    let size = message.len();
+    let env = envelope.clone();
+    let result = smol::unblock(move || queue.add(&env, key.as_deref(), &message, now_ms())).await;
+    match result {
+        Ok((id, true)) => {
+            state.metrics.accepted(envelope.to.len());
+            let to: Vec<&str> = envelope.to.iter().map(|a| a.as_str()).collect();
+            log::info!(
+                "{id}: queued from=<{}> to=<{}> size={size}",
+                envelope.sender(),
+                to.join(">,<")
+            );
+            Ok(json_response(StatusCode::Accepted, json!({ "id": id })))
+        }
+        Ok((id, false)) => {
+            log::info!("{id}: repeated Idempotency-Key, not queued again");
+            Ok(json_response(StatusCode::Accepted, json!({ "id": id })))
+        }
+        Err(AddError::KeyBusy) => Ok(error(
+            StatusCode::ServiceUnavailable,
+            "a message with this Idempotency-Key is being queued; retry",
+        )),
+        Err(AddError::Io(e)) => {
+            log::error!("cannot queue message: {e}");
+            Ok(error(
+                StatusCode::ServiceUnavailable,
+                format!("cannot queue message: {e}"),
+            ))
+        }
+    }
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// A record as the API shows it.
+pub fn view(r: &Record) -> Value {
+    let recipients: Vec<Value> = r
+        .recipients
+        .iter()
+        .map(|x| {
+            json!({
+                "address": x.address,
+                "state": x.state.name(),
+                "attempts": x.attempts,
+                "last_error": x.last_error,
+                "next_attempt": x.next_attempt.map(rfc3339),
+                "relay": x.relay,
+                "reply": x.reply,
+            })
+        })
+        .collect();
+    json!({
+        "id": r.id,
+        "from": r.from,
+        "size": r.size,
+        "received_at": rfc3339(r.received_at),
+        "recipients": recipients,
+    })
+}
+
+async fn get_message(req: Request<State>) -> tide::Result {
+    authorized!(req);
+    let id = req.param("id").unwrap_or_default();
+    Ok(match req.state().queue.get(id) {
+        Some(r) => json_response(StatusCode::Ok, view(&r)),
+        None => error(StatusCode::NotFound, format!("no message {id}")),
+    })
+}
+
+async fn delete_message(req: Request<State>) -> tide::Result {
+    authorized!(req);
+    let id = req.param("id").unwrap_or_default().to_string();
+    let queue = req.state().queue.clone();
+    let owned = id.clone();
+    Ok(match smol::unblock(move || queue.delete(&owned)).await {
+        Ok(true) => {
+            log::info!("{id}: deleted through the API");
+            json_response(StatusCode::Ok, json!({ "id": id, "deleted": true }))
+        }
+        Ok(false) => error(StatusCode::NotFound, format!("no message {id}")),
+        Err(e) => error(
+            StatusCode::ServiceUnavailable,
+            format!("cannot delete {id}: {e}"),
+        ),
+    })
+}
+
+async fn get_queue(req: Request<State>) -> tide::Result {
+    authorized!(req);
+    let mut offset = 0usize;
+    let mut limit = 100usize;
+    for (k, v) in req.url().query_pairs() {
+        let n: Option<usize> = v.parse().ok();
+        match (&*k, n) {
+            ("offset", Some(n)) => offset = n,
+            ("limit", Some(n)) if (1..=1000).contains(&n) => limit = n,
+            _ => {
+                return Ok(error(
+                    StatusCode::BadRequest,
+                    format!("bad query parameter {k}={v}: offset=N, limit=1..1000"),
+                ))
+            }
+        }
+    }
+    let queue = &req.state().queue;
+    let counts = queue.counts();
+    let by_state: serde_json::Map<String, Value> = RcptState::ALL
+        .iter()
+        .map(|s| {
+            (
+                s.name().to_string(),
+                json!(counts.by_state.get(s).copied().unwrap_or(0)),
+            )
+        })
+        .collect();
+    let (total, page) = queue.page(offset, limit);
+    Ok(json_response(
+        StatusCode::Ok,
+        json!({
+            "messages": counts.messages,
+            "by_state": by_state,
+            "by_domain": counts.by_domain,
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "items": page.iter().map(view).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+async fn flush(req: Request<State>) -> tide::Result {
+    authorized!(req);
+    let n = req.state().queue.flush(now_ms());
+    log::info!("queue flush: {n} messages due now");
+    Ok(json_response(StatusCode::Accepted, json!({ "flushed": n })))
+}
+
+async fn metrics(req: Request<State>) -> tide::Result {
+    authorized!(req);
+    let text = req.state().metrics.render(&req.state().queue.counts());
+    let mut r = Response::new(StatusCode::Ok);
+    r.set_body(text);
+    r.set_content_type("text/plain; version=0.0.4");
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(!constant_time_eq(b"x", b""));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

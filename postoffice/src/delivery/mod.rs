@@ -1,0 +1,465 @@
+//! Delivery: takes due messages from the queue, groups their recipients by
+//! domain, finds each domain's mail servers, and speaks SMTP to them, one
+//! transaction per domain carrying all its recipients. Outcomes go back to
+//! the queue; failures turn into a DSN to the sender.
+//!
+//! Bounded everywhere: `concurrency` connections in all, `per_domain` per
+//! destination domain, and every network wait has a timeout, so one slow
+//! domain holds only its own slots and never the queue.
+
+pub mod client;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_lock::Semaphore;
+use futures_lite::FutureExt;
+use hedwig::config::{Delivery, StartTls};
+use hedwig::envelope::Envelope;
+use hedwig::smtp::address::Address;
+use hedwig::smtp::reply::Reply;
+use smol::Timer;
+
+use crate::bounce;
+use crate::dns::{DnsError, Resolve, Target};
+use crate::metrics::Metrics;
+use crate::now_ms;
+use crate::queue::record::{Outcome, Record, State};
+use crate::queue::Queue;
+
+/// How long in-flight deliveries may finish after a stop.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The delivery loop and what it shares between deliveries.
+#[derive(Debug)]
+pub struct Deliverer<R> {
+    queue: Queue,
+    resolver: R,
+    config: Delivery,
+    hostname: String,
+    metrics: Arc<Metrics>,
+    global: Arc<Semaphore>,
+    domains: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
+    /// A deliverer for `queue` under the `config` policy.
+    pub fn new(
+        queue: Queue,
+        resolver: R,
+        config: Delivery,
+        hostname: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let global = Arc::new(Semaphore::new(config.concurrency));
+        Deliverer {
+            queue,
+            resolver,
+            config,
+            hostname,
+            metrics,
+            global,
+            domains: Mutex::default(),
+        }
+    }
+
+    /// Runs until `stop` closes: wakes when a message is queued (`woken`) or
+    /// the next one falls due, never scanning the queue.
+    pub async fn run(self, woken: async_channel::Receiver<()>, stop: async_channel::Receiver<()>) {
+        let this = Arc::new(self);
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        loop {
+            let now = now_ms();
+            this.queue.expire(now);
+            for (record, due) in this.queue.take_due(now) {
+                let (this, in_flight) = (this.clone(), in_flight.clone());
+                in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                smol::spawn(async move {
+                    this.deliver(record, due).await;
+                    in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                })
+                .detach();
+            }
+            let next = this.queue.next_wake();
+            let stopped = async {
+                let _ = woken.recv().await;
+                false
+            }
+            .or(async {
+                match next {
+                    Some(at) => Timer::at(instant_at(at)).await,
+                    None => std::future::pending().await,
+                };
+                false
+            })
+            .or(async {
+                let _ = stop.recv().await;
+                true
+            })
+            .await;
+            if stopped {
+                break;
+            }
+        }
+        let deadline = std::time::Instant::now() + STOP_GRACE;
+        while in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && std::time::Instant::now() < deadline
+        {
+            Timer::after(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One delivery round for one message: every due recipient, by domain.
+    async fn deliver(self: Arc<Self>, record: Record, due: Vec<usize>) {
+        let id = record.id.clone();
+        let queue = self.queue.clone();
+        let owned = id.clone();
+        let message = match smol::unblock(move || queue.message(&owned)).await {
+            Ok(m) => Arc::new(m),
+            Err(e) => {
+                log::error!("{id}: cannot read queued message: {e}");
+                let outcomes = due
+                    .iter()
+                    .map(|&i| {
+                        (
+                            i,
+                            Outcome::Deferred {
+                                relay: None,
+                                error: format!("queue file: {e}"),
+                                reply: None,
+                            },
+                        )
+                    })
+                    .collect();
+                self.record(record, outcomes).await;
+                return;
+            }
+        };
+        let mut by_domain: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for i in due {
+            by_domain.entry(record.domain(i)).or_default().push(i);
+        }
+        let rounds = by_domain.into_iter().map(|(domain, rcpts)| {
+            let (this, record, message) = (self.clone(), record.clone(), message.clone());
+            smol::spawn(async move {
+                this.deliver_domain(&record, &domain, &rcpts, &message)
+                    .await
+            })
+        });
+        let mut outcomes = Vec::new();
+        for round in rounds.collect::<Vec<_>>() {
+            outcomes.extend(round.await);
+        }
+        self.record(record, outcomes).await;
+    }
+
+    /// Writes a round's outcomes, after queuing the DSN for what bounced, so a
+    /// crash in between can repeat a bounce but never lose one.
+    async fn record(&self, record: Record, outcomes: Vec<(usize, Outcome)>) {
+        let now = now_ms();
+        let id = record.id.clone();
+        let mut after = record.clone();
+        for (i, o) in outcomes.clone() {
+            after.apply(i, o, now, &self.queue.policy());
+        }
+        let bounced: Vec<usize> = outcomes
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(|&i| after.recipients[i].state == State::Bounced)
+            .collect();
+        for &(i, _) in &outcomes {
+            let r = &after.recipients[i];
+            match r.state {
+                State::Delivered => self
+                    .metrics
+                    .delivered(now.saturating_sub(record.received_at)),
+                State::Deferred => self.metrics.deferred(),
+                State::Bounced => self.metrics.bounced(),
+                State::Queued => {}
+            }
+            log::info!(
+                "{id}: to=<{}> relay={} delay={:.1}s status={} ({})",
+                r.address,
+                r.relay.as_deref().unwrap_or("none"),
+                now.saturating_sub(record.received_at) as f64 / 1000.0,
+                r.state.name(),
+                r.reply.as_deref().or(r.last_error.as_deref()).unwrap_or("")
+            );
+        }
+        if !bounced.is_empty() {
+            self.bounce(&after, &bounced).await;
+        }
+        let queue = self.queue.clone();
+        if let Err(e) = smol::unblock(move || queue.finish(&id, outcomes, now)).await {
+            log::error!(
+                "{}: cannot record delivery state, will try again: {e}",
+                record.id
+            );
+        }
+    }
+
+    /// Queues a DSN to the sender for the recipients that bounced; never for
+    /// a bounce (null sender), never when bounces are off.
+    async fn bounce(&self, record: &Record, bounced: &[usize]) {
+        if record.from.is_empty() || !self.config.bounces {
+            log::info!(
+                "{}: no bounce for {} recipients (null sender or bounces off)",
+                record.id,
+                bounced.len()
+            );
+            return;
+        }
+        let queue = self.queue.clone();
+        let owned = record.id.clone();
+        let original = smol::unblock(move || queue.message(&owned))
+            .await
+            .unwrap_or_default();
+        let failed: Vec<bounce::Failed<'_>> = bounced
+            .iter()
+            .map(|&i| {
+                let r = &record.recipients[i];
+                bounce::Failed {
+                    recipient: &r.address,
+                    status: status_of(r.reply.as_deref(), r.last_error.as_deref()),
+                    diagnostic: r.reply.as_deref(),
+                    remote_mta: r.relay.as_deref().map(|x| x.split('[').next().unwrap_or(x)),
+                    reason: r.last_error.as_deref().unwrap_or("delivery failed"),
+                }
+            })
+            .collect();
+        let arrival = UNIX_EPOCH + Duration::from_millis(record.received_at);
+        let orig = bounce::Original {
+            id: &record.id,
+            from: &record.from,
+            arrival,
+            message: &original,
+        };
+        let now = SystemTime::now();
+        let message_id = format!("{}@{}", hedwig::id::new(now), self.hostname);
+        let (envelope, dsn) = bounce::dsn(&self.hostname, &orig, &failed, now, &message_id);
+        let queue = self.queue.clone();
+        match smol::unblock(move || queue.add(&envelope, None, &dsn, now_ms())).await {
+            Ok((dsn_id, _)) => {
+                log::info!("{}: sender non-delivery notification: {dsn_id}", record.id)
+            }
+            Err(e) => log::error!("{}: cannot queue the bounce: {e:?}", record.id),
+        }
+    }
+
+    fn domain_slots(&self, domain: &str) -> Arc<Semaphore> {
+        let mut map = self.domains.lock().unwrap_or_else(|e| e.into_inner());
+        // Drop idle entries now and then so the map stays as small as the traffic.
+        if map.len() > 10_000 {
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        map.entry(domain.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_domain)))
+            .clone()
+    }
+
+    /// The mail servers for `domain` and their port: a configured route, or MX.
+    async fn targets(&self, domain: &str) -> Result<(Vec<Target>, u16), DnsError> {
+        if let Some(route) = self.config.route_for(domain) {
+            let addrs = self.resolver.lookup_host(&route.host).await?;
+            return Ok((
+                vec![Target {
+                    host: route.host.clone(),
+                    preference: 0,
+                    addrs,
+                }],
+                route.port,
+            ));
+        }
+        Ok((self.resolver.lookup_mx(domain).await?, self.config.port))
+    }
+
+    /// One domain's recipients of one message: try each server in order until
+    /// one answers the transaction.
+    async fn deliver_domain(
+        &self,
+        record: &Record,
+        domain: &str,
+        rcpts: &[usize],
+        message: &[u8],
+    ) -> Vec<(usize, Outcome)> {
+        let slots = self.domain_slots(domain);
+        let _domain_slot = slots.acquire().await;
+        let _slot = self.global.acquire().await;
+        let all =
+            |make: &dyn Fn() -> Outcome| rcpts.iter().map(|&i| (i, make())).collect::<Vec<_>>();
+        let (targets, port) = match self.targets(domain).await {
+            Ok(t) => t,
+            Err(e) if e.is_permanent() => {
+                return all(&|| Outcome::Bounced {
+                    relay: None,
+                    error: e.to_string(),
+                    reply: None,
+                })
+            }
+            Err(e) => {
+                return all(&|| Outcome::Deferred {
+                    relay: None,
+                    error: e.to_string(),
+                    reply: None,
+                })
+            }
+        };
+        let from = if record.from.is_empty() {
+            None
+        } else {
+            Address::parse(&record.from).ok()
+        };
+        let to: Vec<Address> = rcpts
+            .iter()
+            .filter_map(|&i| Address::parse(&record.recipients[i].address).ok())
+            .collect();
+        let envelope = Envelope { from, to };
+        let mut last: Option<(String, String)> = None;
+        for target in &targets {
+            for ip in &target.addrs {
+                let addr = SocketAddr::new(*ip, port);
+                let relay = format!("{}[{}]:{}", target.host, ip, port);
+                match self
+                    .transaction(&target.host, addr, &envelope, message)
+                    .await
+                {
+                    Ok((replies, tls)) => {
+                        log::debug!(
+                            "{}: {relay} tls={}",
+                            record.id,
+                            if tls { "yes" } else { "no" }
+                        );
+                        return rcpts
+                            .iter()
+                            .zip(replies)
+                            .map(|(&i, reply)| (i, outcome(&relay, reply)))
+                            .collect();
+                    }
+                    Err(e) if e.is_permanent() => {
+                        let reply = e
+                            .reply()
+                            .map(Reply::to_string)
+                            .map(|s| s.trim_end().replace("\r\n", " "));
+                        let error = e.to_string();
+                        return all(&|| Outcome::Bounced {
+                            relay: Some(relay.clone()),
+                            error: error.clone(),
+                            reply: reply.clone(),
+                        });
+                    }
+                    // This server failed: the next one may do better (RFC 5321 section 5.1).
+                    Err(e) => last = Some((relay, e.to_string())),
+                }
+            }
+        }
+        let (relay, error) = last.map_or((None, "no server to try".to_string()), |(r, e)| {
+            (Some(r), e)
+        });
+        all(&|| Outcome::Deferred {
+            relay: relay.clone(),
+            error: error.clone(),
+            reply: None,
+        })
+    }
+
+    /// Connects, sends, quits. Returns one reply per recipient and whether TLS was used.
+    async fn transaction(
+        &self,
+        host: &str,
+        addr: SocketAddr,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<(Vec<Reply>, bool), client::Error> {
+        let timeouts = client::Timeouts {
+            connect: self.config.connect_timeout,
+            command: self.config.command_timeout,
+            data_end: self.config.command_timeout.max(Duration::from_secs(600)),
+        };
+        let policy = match self.config.starttls {
+            StartTls::Never => client::TlsPolicy::Never,
+            StartTls::Opportunistic => client::TlsPolicy::Opportunistic,
+            StartTls::Required => client::TlsPolicy::Required,
+        };
+        let mut c = client::Client::connect(addr, host, &self.hostname, policy, timeouts).await?;
+        let replies = c.send(envelope, message).await?;
+        let tls = c.tls();
+        c.quit().await;
+        Ok((replies, tls))
+    }
+}
+
+/// A remote reply for one recipient, sorted.
+fn outcome(relay: &str, reply: Reply) -> Outcome {
+    let text = reply.to_string().trim_end().replace("\r\n", " ");
+    if reply.is_positive() {
+        Outcome::Delivered {
+            relay: relay.to_string(),
+            reply: text,
+        }
+    } else if reply.is_permanent() {
+        Outcome::Bounced {
+            relay: Some(relay.to_string()),
+            error: format!("remote said {}", reply.code),
+            reply: Some(text),
+        }
+    } else {
+        Outcome::Deferred {
+            relay: Some(relay.to_string()),
+            error: format!("remote said {}", reply.code),
+            reply: Some(text),
+        }
+    }
+}
+
+/// The RFC 3463 status for a DSN: the remote's enhanced code when it gave
+/// one, 4.4.7 for an expired deferral, else 5.0.0.
+fn status_of(reply: Option<&str>, error: Option<&str>) -> String {
+    if let Some(code) = reply.and_then(|r| r.split_whitespace().nth(1)) {
+        let parts: Vec<&str> = code.split('.').collect();
+        if parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            && parts[0] == "5"
+        {
+            return code.to_string();
+        }
+    }
+    if error.is_some_and(|e| e.starts_with("gave up")) {
+        "4.4.7".into()
+    } else {
+        "5.0.0".into()
+    }
+}
+
+/// The monotonic instant for a wall-clock time in ms since 1970.
+fn instant_at(ms: u64) -> std::time::Instant {
+    let now = now_ms();
+    std::time::Instant::now() + Duration::from_millis(ms.saturating_sub(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dsn_status_from_reply() {
+        assert_eq!(status_of(Some("550 5.1.1 no such user"), None), "5.1.1");
+        assert_eq!(status_of(Some("550 no such user"), None), "5.0.0");
+        assert_eq!(
+            status_of(None, Some("gave up after 9 attempts: 450")),
+            "4.4.7"
+        );
+        assert_eq!(status_of(Some("554 x.y.z"), None), "5.0.0");
+    }
+
+    #[test]
+    fn replies_sort_into_outcomes() {
+        let r = |code| Reply::new(code, hedwig::smtp::reply::Status(2, 0, 0), "x");
+        assert!(matches!(outcome("mx", r(250)), Outcome::Delivered { .. }));
+        assert!(matches!(outcome("mx", r(450)), Outcome::Deferred { .. }));
+        assert!(matches!(outcome("mx", r(550)), Outcome::Bounced { .. }));
+    }
+}

@@ -1,0 +1,140 @@
+//! Counters for `GET /metrics`, in Prometheus' text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::queue::record::State;
+use crate::queue::Counts;
+
+/// Upper bounds of the delivery latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0, 86400.0,
+];
+
+/// Counters since start.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    accepted: AtomicU64,
+    delivered: AtomicU64,
+    deferred: AtomicU64,
+    bounced: AtomicU64,
+    /// Delivery latency (acceptance to 250) per bucket, plus +Inf.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    latency_sum_ms: AtomicU64,
+}
+
+impl Metrics {
+    /// A message with `recipients` recipients was queued.
+    pub fn accepted(&self, _recipients: usize) {
+        self.accepted.fetch_add(1, Relaxed);
+    }
+
+    /// A recipient was delivered `latency_ms` after acceptance.
+    pub fn delivered(&self, latency_ms: u64) {
+        self.delivered.fetch_add(1, Relaxed);
+        let secs = latency_ms as f64 / 1000.0;
+        let bucket = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        self.latency_sum_ms.fetch_add(latency_ms, Relaxed);
+    }
+
+    /// A recipient was deferred.
+    pub fn deferred(&self) {
+        self.deferred.fetch_add(1, Relaxed);
+    }
+
+    /// A recipient bounced.
+    pub fn bounced(&self) {
+        self.bounced.fetch_add(1, Relaxed);
+    }
+
+    /// The text exposition, with queue gauges from `counts`.
+    pub fn render(&self, counts: &Counts) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                v.load(Relaxed)
+            );
+        };
+        counter(
+            &mut out,
+            "hedwig_messages_accepted_total",
+            "Messages queued.",
+            &self.accepted,
+        );
+        counter(
+            &mut out,
+            "hedwig_recipients_delivered_total",
+            "Recipients delivered.",
+            &self.delivered,
+        );
+        counter(
+            &mut out,
+            "hedwig_recipients_deferred_total",
+            "Delivery attempts deferred.",
+            &self.deferred,
+        );
+        counter(
+            &mut out,
+            "hedwig_recipients_bounced_total",
+            "Recipients bounced.",
+            &self.bounced,
+        );
+        out.push_str("# HELP hedwig_queue_messages Messages not yet finished.\n# TYPE hedwig_queue_messages gauge\n");
+        let _ = writeln!(out, "hedwig_queue_messages {}", counts.messages);
+        out.push_str("# HELP hedwig_queue_recipients Recipients in the queue by state.\n# TYPE hedwig_queue_recipients gauge\n");
+        for s in State::ALL {
+            let _ = writeln!(
+                out,
+                "hedwig_queue_recipients{{state=\"{}\"}} {}",
+                s.name(),
+                counts.by_state.get(&s).copied().unwrap_or(0)
+            );
+        }
+        let name = "hedwig_delivery_latency_seconds";
+        let _ = write!(
+            out,
+            "# HELP {name} Time from acceptance to delivery.\n# TYPE {name} histogram\n"
+        );
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.latency_sum_ms.load(Relaxed) as f64 / 1000.0
+        );
+        let _ = writeln!(out, "{name}_count {cumulative}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = Metrics::default();
+        m.accepted(2);
+        m.delivered(30);
+        m.delivered(2000);
+        m.bounced();
+        let text = m.render(&Counts::default());
+        assert!(text.contains("hedwig_messages_accepted_total 1\n"));
+        assert!(text.contains("hedwig_recipients_delivered_total 2\n"));
+        assert!(text.contains("hedwig_delivery_latency_seconds_bucket{le=\"0.05\"} 1\n"));
+        assert!(text.contains("hedwig_delivery_latency_seconds_bucket{le=\"2.5\"} 2\n"));
+        assert!(text.contains("hedwig_delivery_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("hedwig_queue_recipients{state=\"deferred\"} 0\n"));
+    }
+}

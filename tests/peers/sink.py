@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""A small SMTP sink for tests and the local quick start: it stores every
+message it accepts as DIR/<n>.eml, with the envelope in DIR/<n>.env (JSON).
+
+Usage: sink.py HOST:PORT DIR [--reply-rcpt CODE:ADDR ...] [--stall]
+  --rcpt CODE:ADDR   answer RCPT TO:<ADDR> with CODE (e.g. 550:bad@x.test)
+  --after N          apply --rcpt answers only to the first N transactions
+  --stall            accept connections and never greet (for timeout tests)
+
+Standard library only, so it runs wherever python3 does. One thread per
+connection; lines are bounded; it speaks just enough ESMTP (EHLO, PIPELINING,
+8BITMIME, SMTPUTF8, SIZE) for hedwig's client.
+"""
+import json, os, socket, socketserver, sys, threading
+
+args = sys.argv[1:]
+if len(args) < 2:
+    sys.exit(__doc__)
+host, port = args[0].rsplit(":", 1)
+out_dir = args[1]
+rcpt_codes, stall, after = {}, False, None
+i = 2
+while i < len(args):
+    if args[i] == "--rcpt":
+        code, addr = args[i + 1].split(":", 1)
+        rcpt_codes[addr.lower()] = int(code)
+        i += 2
+    elif args[i] == "--after":
+        after = int(args[i + 1])
+        i += 2
+    elif args[i] == "--stall":
+        stall = True
+        i += 1
+    else:
+        sys.exit("unknown argument " + args[i])
+os.makedirs(out_dir, exist_ok=True)
+lock = threading.Lock()
+counter = [0]
+transactions = [0]
+
+
+class Handler(socketserver.StreamRequestHandler):
+    def reply(self, text):
+        self.wfile.write(text.encode() + b"\r\n")
+
+    def readline(self):
+        line = self.rfile.readline(65536)
+        if not line:
+            raise EOFError
+        return line
+
+    def handle(self):
+        if stall:
+            self.request.recv(1)  # wait until the client gives up
+            return
+        self.reply("220 sink.test ESMTP sink")
+        mail_from, rcpts = None, []
+        try:
+            while True:
+                line = self.readline().rstrip(b"\r\n").decode("utf-8", "replace")
+                verb = line[:4].upper()
+                if verb == "EHLO":
+                    self.wfile.write(b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                                     b"250-SMTPUTF8\r\n250 SIZE 104857600\r\n")
+                elif verb == "HELO":
+                    self.reply("250 sink.test")
+                elif verb == "MAIL":
+                    mail_from, rcpts = line.split(":", 1)[1].split(">")[0].strip(" <"), []
+                    self.reply("250 2.1.0 ok")
+                elif verb == "RCPT":
+                    addr = line.split(":", 1)[1].split(">")[0].strip(" <")
+                    code = 250
+                    with lock:
+                        if after is None or transactions[0] < after:
+                            code = rcpt_codes.get(addr.lower(), 250)
+                    if code == 250:
+                        rcpts.append(addr)
+                        self.reply("250 2.1.5 ok")
+                    else:
+                        status = "4.2.0" if code < 500 else "5.1.1"
+                        self.reply(f"{code} {status} <{addr}>: refused by sink")
+                elif verb == "DATA":
+                    if not rcpts:
+                        self.reply("554 5.5.1 no valid recipients")
+                        continue
+                    self.reply("354 go ahead")
+                    data = bytearray()
+                    while True:
+                        l = self.readline()
+                        if l == b".\r\n":
+                            break
+                        data += l[1:] if l.startswith(b".") else l
+                    with lock:
+                        counter[0] += 1
+                        transactions[0] += 1
+                        n = counter[0]
+                    base = os.path.join(out_dir, f"{n:06d}")
+                    with open(base + ".eml.tmp", "wb") as f:
+                        f.write(bytes(data))
+                    with open(base + ".env", "w") as f:
+                        json.dump({"from": mail_from, "to": rcpts}, f)
+                    os.rename(base + ".eml.tmp", base + ".eml")
+                    self.reply(f"250 2.0.0 ok {n}")
+                elif verb == "RSET":
+                    mail_from, rcpts = None, []
+                    self.reply("250 2.0.0 ok")
+                elif verb == "QUIT":
+                    self.reply("221 2.0.0 bye")
+                    return
+                elif verb == "NOOP":
+                    self.reply("250 2.0.0 ok")
+                else:
+                    self.reply("502 5.5.2 not implemented")
+        except (EOFError, ConnectionError):
+            return
+
+
+class Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+    address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+Server((host.strip("[]"), int(port)), Handler).serve_forever()
