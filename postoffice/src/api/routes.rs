@@ -58,29 +58,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// `Err(401 response)` unless the request carries an accepted bearer token.
-fn authorize(req: &Request<State>) -> Result<(), Response> {
+/// `Some(401 response)` unless the request carries an accepted bearer token.
+fn refuse_unauthorized(req: &Request<State>) -> Option<Response> {
     let header = req
         .header("Authorization")
         .map(|v| v.last().as_str().to_string())
         .unwrap_or_default();
     let Some(token) = header.strip_prefix("Bearer ") else {
-        return Err(error(StatusCode::Unauthorized, "missing bearer token"));
+        return Some(error(StatusCode::Unauthorized, "missing bearer token"));
     };
     // Check every token, so which one matched does not show in the timing either.
     let ok = req.state().tokens.iter().fold(false, |ok, t| {
         constant_time_eq(token.trim().as_bytes(), t.as_bytes()) | ok
     });
-    if ok {
-        Ok(())
-    } else {
-        Err(error(StatusCode::Unauthorized, "invalid bearer token"))
-    }
+    (!ok).then(|| error(StatusCode::Unauthorized, "invalid bearer token"))
 }
 
 macro_rules! authorized {
     ($req:expr) => {
-        if let Err(response) = authorize(&$req) {
+        if let Some(response) = refuse_unauthorized(&$req) {
             return Ok(response);
         }
     };

@@ -170,8 +170,7 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
             .filter(|&i| after.recipients[i].state == State::Bounced)
             .collect();
         for &(i, _) in &outcomes {
-            let r = &after.recipients[i];
-            match r.state {
+            match after.recipients[i].state {
                 State::Delivered => self
                     .metrics
                     .delivered(now.saturating_sub(record.received_at)),
@@ -179,14 +178,6 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
                 State::Bounced => self.metrics.bounced(),
                 State::Queued => {}
             }
-            log::info!(
-                "{id}: to=<{}> relay={} delay={:.1}s status={} ({})",
-                r.address,
-                r.relay.as_deref().unwrap_or("none"),
-                now.saturating_sub(record.received_at) as f64 / 1000.0,
-                r.state.name(),
-                r.reply.as_deref().or(r.last_error.as_deref()).unwrap_or("")
-            );
         }
         if !bounced.is_empty() {
             self.bounce(&after, &bounced).await;

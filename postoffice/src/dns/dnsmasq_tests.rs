@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Dns, Resolve, Resolver};
+use super::{Resolve, Resolver};
+use hedwig::config::Dns;
 
 const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 

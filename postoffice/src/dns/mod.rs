@@ -29,8 +29,7 @@ mod peer_tests;
 #[cfg(test)]
 mod test_server;
 
-pub use mx::ip_literal;
-pub use resolver::{Dns, Resolver};
+pub use resolver::Resolver;
 
 /// One mail server for a domain, with every address it has.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,7 +11,8 @@ use hickory_resolver::proto::rr::rdata::{A, MX};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
 use super::test_server::{reply_to, FnServer, ZoneServer};
-use super::{Dns, DnsError, Resolve, Resolver, Target};
+use super::{DnsError, Resolve, Resolver, Target};
+use hedwig::config::Dns;
 
 const ZONE: &str = "
 $TTL 300
