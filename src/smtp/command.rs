@@ -155,6 +155,10 @@ fn address_error(e: AddressError) -> ParseError {
 fn parse_mail(rest: &str) -> Result<Command, ParseError> {
     let rest = strip_keyword(rest, "FROM:")
         .ok_or_else(|| ParseError(replies::syntax("expected MAIL FROM:<address>")))?;
+    // Only `<>` is the null sender; nothing at all is a syntax error.
+    if rest.is_empty() {
+        return Err(ParseError(replies::syntax("expected MAIL FROM:<address>")));
+    }
     let (path, params) = split_path(rest)?;
     let path = strip_route(path);
     let from = if path.is_empty() {
@@ -293,6 +297,8 @@ mod tests {
         assert_eq!(code(b"FOO bar"), 500);
         assert_eq!(code(b""), 500);
         assert_eq!(code(b"MAIL TO:<a@b>"), 501);
+        assert_eq!(code(b"MAIL FROM:"), 501);
+        assert_eq!(code(b"MAIL FROM: "), 501);
         assert_eq!(code(b"MAIL FROM:<a@@b>"), 501);
         assert_eq!(code(b"MAIL FROM:<a@b"), 501);
         assert_eq!(code(b"MAIL FROM:<a@b> SIZE=x"), 501);

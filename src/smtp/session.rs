@@ -61,6 +61,10 @@ pub struct Session {
     /// The transaction in progress: sender and its parameters, recipients.
     mail: Option<(Option<Address>, MailParams)>,
     recipients: Vec<Address>,
+    /// Whether this transaction saw any RCPT, taken or refused: DATA without
+    /// one is out of order (503), DATA after only refused ones has no valid
+    /// recipients (554), as Postfix answers.
+    rcpt_tried: bool,
 }
 
 impl Session {
@@ -71,6 +75,7 @@ impl Session {
             greeting: None,
             mail: None,
             recipients: Vec::new(),
+            rcpt_tried: false,
         }
     }
 
@@ -88,7 +93,17 @@ impl Session {
     pub fn command(&mut self, line: &[u8]) -> (Reply, Action) {
         let cmd = match Command::parse(line) {
             Ok(cmd) => cmd,
-            Err(e) => return (e.0, Action::Continue),
+            Err(e) => {
+                // A refused RCPT still counts as one for what DATA answers.
+                if self.mail.is_some()
+                    && line
+                        .get(..4)
+                        .is_some_and(|v| v.eq_ignore_ascii_case(b"RCPT"))
+                {
+                    self.rcpt_tried = true;
+                }
+                return (e.0, Action::Continue);
+            }
         };
         let reply = match cmd {
             Command::Ehlo(name) => {
@@ -127,6 +142,7 @@ impl Session {
     pub fn reset(&mut self) {
         self.mail = None;
         self.recipients.clear();
+        self.rcpt_tried = false;
     }
 
     fn ehlo_reply(&self) -> Reply {
@@ -174,6 +190,7 @@ impl Session {
         let Some((_, params)) = &self.mail else {
             return replies::bad_sequence("need MAIL before RCPT");
         };
+        self.rcpt_tried = true;
         if !to.is_ascii() && !params.smtputf8 {
             return replies::needs_smtputf8();
         }
@@ -188,6 +205,9 @@ impl Session {
         let Some((from, params)) = &self.mail else {
             return (replies::bad_sequence("need MAIL command"), Action::Continue);
         };
+        if !self.rcpt_tried {
+            return (replies::bad_sequence("need RCPT command"), Action::Continue);
+        }
         if self.recipients.is_empty() {
             return (replies::no_recipients(), Action::Continue);
         }
@@ -196,7 +216,7 @@ impl Session {
             to: std::mem::take(&mut self.recipients),
         };
         let params = params.clone();
-        self.mail = None;
+        self.reset();
         (replies::start_data(), Action::Data(envelope, params))
     }
 }
@@ -279,6 +299,8 @@ mod tests {
         assert!(say(&mut s, b"DATA").starts_with("503 5.5.1"));
         say(&mut s, b"MAIL FROM:<a@b>");
         assert!(say(&mut s, b"MAIL FROM:<a@b>").starts_with("503 5.5.1"));
+        assert!(say(&mut s, b"DATA").starts_with("503 5.5.1"));
+        assert!(say(&mut s, b"RCPT TO:<bad>").starts_with("501 5.5.4"));
         assert!(say(&mut s, b"DATA").starts_with("554 5.5.1"));
         assert_eq!(say(&mut s, b"RSET"), "250 2.0.0 Ok\r\n");
         assert!(say(&mut s, b"RCPT TO:<a@b>").starts_with("503 5.5.1"));
