@@ -493,17 +493,6 @@ impl Client {
     pub async fn reset(&mut self) {
         let _ = self.command(&Command::Rset).await;
     }
-
-    /// QUIT, bounded, and close.
-    pub async fn quit(mut self) {
-        let t = self.timeouts.command.min(Duration::from_secs(10));
-        let _ = bounded(t, "QUIT", async {
-            self.write(Command::Quit.to_string().as_bytes(), t).await?;
-            self.read_reply(t).await
-        })
-        .await;
-        let _ = self.stream.close().await;
-    }
 }
 
 /// The header section of a message: up to the first empty line.

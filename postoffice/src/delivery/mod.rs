@@ -8,11 +8,12 @@
 //! domain holds only its own slots and never the queue.
 
 pub mod client;
+mod pool;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_lock::Semaphore;
 use futures_lite::FutureExt;
@@ -42,6 +43,7 @@ pub struct Deliverer<R> {
     metrics: Arc<Metrics>,
     global: Arc<Semaphore>,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
+    pool: pool::Pool,
 }
 
 impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
@@ -62,6 +64,7 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
             metrics,
             global,
             domains: Mutex::default(),
+            pool: pool::Pool::default(),
         }
     }
 
@@ -373,10 +376,24 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
             StartTls::Opportunistic => client::TlsPolicy::Opportunistic,
             StartTls::Required => client::TlsPolicy::Required,
         };
+        // A kept connection first; if the server dropped it meanwhile, a fresh one.
+        if let Some(mut c) = self.pool.take(addr, host, Instant::now()) {
+            match c.send(envelope, message).await {
+                Err(client::Error::Io(e)) => {
+                    log::debug!("{host}[{addr}]: kept connection failed ({e}); reconnecting")
+                }
+                Ok(replies) => {
+                    let tls = c.tls();
+                    self.pool.put(addr, host, c, Instant::now());
+                    return Ok((replies, tls));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let mut c = client::Client::connect(addr, host, &self.hostname, policy, timeouts).await?;
         let replies = c.send(envelope, message).await?;
         let tls = c.tls();
-        c.quit().await;
+        self.pool.put(addr, host, c, Instant::now());
         Ok((replies, tls))
     }
 }
