@@ -14,10 +14,13 @@ const IDLE: Duration = Duration::from_secs(2);
 /// Idle connections kept per server.
 const PER_SERVER: usize = 8;
 
-/// Idle connections by server address and name.
+/// A server: its address, and the name TLS checks.
+type Server = (SocketAddr, String);
+
+/// Idle connections by server, each with the time it went idle.
 #[derive(Debug, Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<(SocketAddr, String), Vec<(Client, Instant)>>>,
+    idle: Mutex<HashMap<Server, Vec<(Client, Instant)>>>,
 }
 
 impl Pool {
