@@ -35,7 +35,10 @@ impl Handoff {
         timeout: Duration,
         ca_file: Option<&std::path::Path>,
     ) -> Result<Handoff, String> {
-        let mut config = surf::Config::new().set_timeout(Some(timeout));
+        // No keep-alive: under concurrent first requests http-client's pooled
+        // path (deadpool) was seen to leave a request hanging until the
+        // timeout; a connection per hand-off costs one TCP handshake.
+        let mut config = surf::Config::new().set_timeout(Some(timeout)).set_http_keep_alive(false);
         if let Some(path) = ca_file {
             let pem =
                 std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
