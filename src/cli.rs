@@ -89,6 +89,46 @@ pub fn parse(name: &str, version: &str, about: &str) -> Args {
     }
 }
 
+/// What both binaries do before they run: parse the arguments, load their
+/// section of the config with `section`, answer `--check`, start logging at
+/// the level `level` reads from the section. `Err` carries the exit code
+/// (0 after `--check`, 2 for a bad file), the message already printed.
+pub fn start<T>(
+    name: &str,
+    version: &str,
+    about: &str,
+    section: fn(crate::config::Config, &std::path::Path) -> Result<T, crate::config::ConfigError>,
+    level: fn(&T) -> LevelFilter,
+) -> Result<T, std::process::ExitCode> {
+    let args = parse(name, version, about);
+    let config = match crate::config::load(&args.config).and_then(|c| section(c, &args.config)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return Err(std::process::ExitCode::from(2));
+        }
+    };
+    if args.check {
+        println!("{name}: {}: ok", args.config.display());
+        return Err(std::process::ExitCode::SUCCESS);
+    }
+    init_logging(level(&config));
+    Ok(config)
+}
+
+/// The exit of a binary whose run ended with `result`: 0, or the error
+/// logged and printed and 1.
+pub fn exit(name: &str, result: Result<(), String>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Parses the arguments after the program name.
 pub fn parse_from<I>(args: I) -> Result<Command, UsageError>
 where

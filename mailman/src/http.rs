@@ -38,7 +38,9 @@ impl Handoff {
         // No keep-alive: under concurrent first requests http-client's pooled
         // path (deadpool) was seen to leave a request hanging until the
         // timeout; a connection per hand-off costs one TCP handshake.
-        let mut config = surf::Config::new().set_timeout(Some(timeout)).set_http_keep_alive(false);
+        let mut config = surf::Config::new()
+            .set_timeout(Some(timeout))
+            .set_http_keep_alive(false);
         if let Some(path) = ca_file {
             let pem =
                 std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;

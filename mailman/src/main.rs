@@ -33,27 +33,11 @@ const ABOUT: &str = "mailman: hedwig's SMTP relay for docker hosts. It accepts m
 address, spools it durably and hands it to postoffice over HTTP(S).";
 
 fn main() -> ExitCode {
-    let args = hedwig::cli::parse("mailman", env!("CARGO_PKG_VERSION"), ABOUT);
-    let config = match hedwig::config::load(&args.config).and_then(|c| c.into_mailman(&args.config))
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("mailman: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if args.check {
-        println!("mailman: {}: ok", args.config.display());
-        return ExitCode::SUCCESS;
-    }
-    hedwig::cli::init_logging(config.log_level);
-    match smol::block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("{e}");
-            eprintln!("mailman: {e}");
-            ExitCode::FAILURE
-        }
+    let version = env!("CARGO_PKG_VERSION");
+    let section = hedwig::config::Config::into_mailman;
+    match hedwig::cli::start("mailman", version, ABOUT, section, |c| c.log_level) {
+        Ok(config) => hedwig::cli::exit("mailman", smol::block_on(run(config))),
+        Err(code) => code,
     }
 }
 

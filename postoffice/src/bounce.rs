@@ -218,22 +218,7 @@ assert blocks[1]['Final-Recipient'] == 'rfc822; nobody@dest.test', blocks[1].ite
 assert blocks[1]['Action'] == 'failed'
 print('ok')
 "#;
-        let mut child = std::process::Command::new("python3")
-            .args(["-c", script])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(&bytes).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "ok",
-            "{}",
-            String::from_utf8_lossy(&bytes)
-        );
-        assert!(out.status.success());
+        crate::testing::python_says_ok(script, &bytes);
     }
 
     #[test]

@@ -334,20 +334,6 @@ assert att.get_filename() == 'd.bin'
 assert att.get_payload(decode=True) == bytes([0, 1, 2, 3])
 print('ok')
 "#;
-        let mut child = std::process::Command::new("python3")
-            .args(["-c", script])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok", "{text}");
+        crate::testing::python_says_ok(script, text.as_bytes());
     }
 }

@@ -22,6 +22,8 @@ mod delivery;
 mod dns;
 mod metrics;
 mod queue;
+#[cfg(test)]
+mod testing;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,27 +44,11 @@ pub fn now_ms() -> u64 {
 }
 
 fn main() -> ExitCode {
-    let args = hedwig::cli::parse("postoffice", env!("CARGO_PKG_VERSION"), ABOUT);
-    let config =
-        match hedwig::config::load(&args.config).and_then(|c| c.into_postoffice(&args.config)) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("postoffice: {e}");
-                return ExitCode::from(2);
-            }
-        };
-    if args.check {
-        println!("postoffice: {}: ok", args.config.display());
-        return ExitCode::SUCCESS;
-    }
-    hedwig::cli::init_logging(config.log_level);
-    match smol::block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("{e}");
-            eprintln!("postoffice: {e}");
-            ExitCode::FAILURE
-        }
+    let version = env!("CARGO_PKG_VERSION");
+    let section = hedwig::config::Config::into_postoffice;
+    match hedwig::cli::start("postoffice", version, ABOUT, section, |c| c.log_level) {
+        Ok(config) => hedwig::cli::exit("postoffice", smol::block_on(run(config))),
+        Err(code) => code,
     }
 }
 
