@@ -9,6 +9,7 @@
 
 pub mod client;
 mod pool;
+mod stream;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
