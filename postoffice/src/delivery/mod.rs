@@ -270,8 +270,8 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
         Ok((self.resolver.lookup_mx(domain).await?, self.config.port))
     }
 
-    /// One domain's recipients of one message: try each server in order until
-    /// one answers the transaction.
+    /// One domain's recipients of one message, with one log line per
+    /// recipient and attempt, greppable like Postfix's.
     async fn deliver_domain(
         &self,
         record: &Record,
@@ -279,6 +279,42 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
         rcpts: &[usize],
         message: &[u8],
     ) -> Vec<(usize, Outcome)> {
+        let (outcomes, tls) = self.attempt_domain(record, domain, rcpts, message).await;
+        let delay = now_ms().saturating_sub(record.received_at) as f64 / 1000.0;
+        let tls = if tls { "yes" } else { "no" };
+        for (i, outcome) in &outcomes {
+            let (status, relay, text) = match outcome {
+                Outcome::Delivered { relay, reply } => ("delivered", Some(relay), reply),
+                Outcome::Deferred {
+                    relay,
+                    error,
+                    reply,
+                } => ("deferred", relay.as_ref(), reply.as_ref().unwrap_or(error)),
+                Outcome::Bounced {
+                    relay,
+                    error,
+                    reply,
+                } => ("bounced", relay.as_ref(), reply.as_ref().unwrap_or(error)),
+            };
+            log::info!(
+                "{}: to=<{}> relay={} delay={delay:.1}s tls={tls} status={status} ({text})",
+                record.id,
+                record.recipients[*i].address,
+                relay.map_or("none", |r| r.as_str()),
+            );
+        }
+        outcomes
+    }
+
+    /// Tries each server in order until one answers the transaction; returns
+    /// the outcomes and whether TLS was used.
+    async fn attempt_domain(
+        &self,
+        record: &Record,
+        domain: &str,
+        rcpts: &[usize],
+        message: &[u8],
+    ) -> (Vec<(usize, Outcome)>, bool) {
         let slots = self.domain_slots(domain);
         let _domain_slot = slots.acquire().await;
         let _slot = self.global.acquire().await;
@@ -287,18 +323,20 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
         let (targets, port) = match self.targets(domain).await {
             Ok(t) => t,
             Err(e) if e.is_permanent() => {
-                return all(&|| Outcome::Bounced {
+                let bounced = || Outcome::Bounced {
                     relay: None,
                     error: e.to_string(),
                     reply: None,
-                })
+                };
+                return (all(&bounced), false);
             }
             Err(e) => {
-                return all(&|| Outcome::Deferred {
+                let deferred = || Outcome::Deferred {
                     relay: None,
                     error: e.to_string(),
                     reply: None,
-                })
+                };
+                return (all(&deferred), false);
             }
         };
         let from = if record.from.is_empty() {
@@ -321,16 +359,12 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
                     .await
                 {
                     Ok((replies, tls)) => {
-                        log::debug!(
-                            "{}: {relay} tls={}",
-                            record.id,
-                            if tls { "yes" } else { "no" }
-                        );
-                        return rcpts
+                        let outcomes = rcpts
                             .iter()
                             .zip(replies)
                             .map(|(&i, reply)| (i, outcome(&relay, reply)))
                             .collect();
+                        return (outcomes, tls);
                     }
                     Err(e) if e.is_permanent() => {
                         let reply = e
@@ -338,11 +372,12 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
                             .map(Reply::to_string)
                             .map(|s| s.trim_end().replace("\r\n", " "));
                         let error = e.to_string();
-                        return all(&|| Outcome::Bounced {
+                        let bounced = || Outcome::Bounced {
                             relay: Some(relay.clone()),
                             error: error.clone(),
                             reply: reply.clone(),
-                        });
+                        };
+                        return (all(&bounced), false);
                     }
                     // This server failed: the next one may do better (RFC 5321 section 5.1).
                     Err(e) => last = Some((relay, e.to_string())),
@@ -352,11 +387,12 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
         let (relay, error) = last.map_or((None, "no server to try".to_string()), |(r, e)| {
             (Some(r), e)
         });
-        all(&|| Outcome::Deferred {
+        let deferred = || Outcome::Deferred {
             relay: relay.clone(),
             error: error.clone(),
             reply: None,
-        })
+        };
+        (all(&deferred), false)
     }
 
     /// Connects, sends, quits. Returns one reply per recipient and whether TLS was used.

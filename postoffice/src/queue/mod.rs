@@ -219,9 +219,15 @@ impl Queue {
             // Not on disk: keep the old record; the attempt will be made again.
             let retry_at = now + self.policy.first.as_millis() as u64;
             inner.schedule(id, Slot::Due(retry_at));
+            drop(inner);
+            self.notify();
             return Err(e);
         }
         inner.index(record.clone(), self.keep_status);
+        drop(inner);
+        // The delivery loop sleeps until the next due time it knew of; this
+        // record may now be due sooner.
+        self.notify();
         Ok(Some(record))
     }
 
@@ -415,8 +421,12 @@ mod tests {
     #[test]
     fn schedule_delivers_defers_and_expires() {
         let dir = tempfile::tempdir().unwrap();
-        let q = queue(dir.path(), 0);
+        let (q, woken) = Queue::load(Store::open(dir.path()).unwrap(), POLICY, 10_000, 0).unwrap();
         let (id, _) = q.add(&envelope(), None, b"m", 0).unwrap();
+        assert!(
+            woken.try_recv().is_ok(),
+            "a new message wakes the delivery loop"
+        );
         let jobs = q.take_due(0);
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].1, [0, 1]);
