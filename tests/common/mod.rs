@@ -24,6 +24,7 @@ pub mod mailman;
 pub mod message;
 pub mod postoffice;
 pub mod smtp;
+pub mod stack;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

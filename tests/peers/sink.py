@@ -2,23 +2,25 @@
 """A small SMTP sink for tests and the local quick start: it stores every
 message it accepts as DIR/<n>.eml, with the envelope in DIR/<n>.env (JSON).
 
-Usage: sink.py HOST:PORT DIR [--reply-rcpt CODE:ADDR ...] [--stall]
+Usage: sink.py HOST:PORT DIR [--rcpt CODE:ADDR ...] [--after N] [--stall] [--tls CERT KEY]
   --rcpt CODE:ADDR   answer RCPT TO:<ADDR> with CODE (e.g. 550:bad@x.test)
   --after N          apply --rcpt answers only to the first N transactions
   --stall            accept connections and never greet (for timeout tests)
+  --tls CERT KEY     offer STARTTLS with this certificate and key (PEM)
+The .env file records from, to and whether the session used TLS.
 
 Standard library only, so it runs wherever python3 does. One thread per
 connection; lines are bounded; it speaks just enough ESMTP (EHLO, PIPELINING,
 8BITMIME, SMTPUTF8, SIZE) for hedwig's client.
 """
-import json, os, socket, socketserver, sys, threading
+import json, os, socket, socketserver, ssl, sys, threading
 
 args = sys.argv[1:]
 if len(args) < 2:
     sys.exit(__doc__)
 host, port = args[0].rsplit(":", 1)
 out_dir = args[1]
-rcpt_codes, stall, after = {}, False, None
+rcpt_codes, stall, after, tls = {}, False, None, None
 i = 2
 while i < len(args):
     if args[i] == "--rcpt":
@@ -31,6 +33,10 @@ while i < len(args):
     elif args[i] == "--stall":
         stall = True
         i += 1
+    elif args[i] == "--tls":
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args[i + 1], args[i + 2])
+        i += 3
     else:
         sys.exit("unknown argument " + args[i])
 os.makedirs(out_dir, exist_ok=True)
@@ -54,14 +60,21 @@ class Handler(socketserver.StreamRequestHandler):
             self.request.recv(1)  # wait until the client gives up
             return
         self.reply("220 sink.test ESMTP sink")
-        mail_from, rcpts = None, []
+        mail_from, rcpts, secure = None, [], False
         try:
             while True:
                 line = self.readline().rstrip(b"\r\n").decode("utf-8", "replace")
                 verb = line[:4].upper()
                 if verb == "EHLO":
+                    starttls = b"250-STARTTLS\r\n" if tls and not secure else b""
                     self.wfile.write(b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-                                     b"250-SMTPUTF8\r\n250 SIZE 104857600\r\n")
+                                     + starttls + b"250-SMTPUTF8\r\n250 SIZE 104857600\r\n")
+                elif verb == "STAR" and tls and not secure:
+                    self.reply("220 2.0.0 ready to start TLS")
+                    self.request = tls.wrap_socket(self.request, server_side=True)
+                    self.rfile = self.request.makefile("rb")
+                    self.wfile = self.request.makefile("wb", buffering=0)
+                    secure, mail_from, rcpts = True, None, []
                 elif verb == "HELO":
                     self.reply("250 sink.test")
                 elif verb == "MAIL":
@@ -98,7 +111,7 @@ class Handler(socketserver.StreamRequestHandler):
                     with open(base + ".eml.tmp", "wb") as f:
                         f.write(bytes(data))
                     with open(base + ".env", "w") as f:
-                        json.dump({"from": mail_from, "to": rcpts}, f)
+                        json.dump({"from": mail_from, "to": rcpts, "tls": secure}, f)
                     os.rename(base + ".eml.tmp", base + ".eml")
                     self.reply(f"250 2.0.0 ok {n}")
                 elif verb == "RSET":
@@ -111,7 +124,7 @@ class Handler(socketserver.StreamRequestHandler):
                     self.reply("250 2.0.0 ok")
                 else:
                     self.reply("502 5.5.2 not implemented")
-        except (EOFError, ConnectionError):
+        except (EOFError, ConnectionError, ssl.SSLError, OSError):
             return
 
 
