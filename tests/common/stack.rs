@@ -405,6 +405,29 @@ pub fn free_port(dir: &TestDir) -> u16 {
     dir.free_addr().port()
 }
 
+impl Postoffice {
+    /// Waits until recipient `i` of `id` is in `state`; returns the record.
+    pub fn wait_state_of(
+        &self,
+        id: &str,
+        i: usize,
+        state: &str,
+        limit: Duration,
+    ) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let ok = wait_until(limit, || {
+            last = self.status(id);
+            last["recipients"][i]["state"] == state
+        });
+        assert!(
+            ok,
+            "{id} recipient {i} not {state} within {limit:?}: {last:#}\n{}",
+            self.log()
+        );
+        last
+    }
+}
+
 /// `/v1/messages?from=..&to=..` with form encoding.
 pub fn raw_path(from: &str, to: &[&str]) -> String {
     let enc = |s: &str| {
