@@ -167,7 +167,6 @@ fn every_endpoint() {
     expect("JSON message", made.clone(), 202);
     let json_id = json(&made.1)["id"].as_str().unwrap_or_default().to_string();
 
-    drop(expect);
     assert!(
         failures.is_empty(),
         "{} failures:\n{}\n{}",
