@@ -217,6 +217,17 @@ impl Postoffice {
     /// Writes `body` as the postoffice section (without the outer
     /// `(postoffice: ( ... ))`), adding listen, tokens and queue, and starts it.
     pub fn start(dir: &TestDir, addr: SocketAddr, body: &str) -> Postoffice {
+        Self::start_with(dir, addr, body, None)
+    }
+
+    /// [`Postoffice::start`] for a postoffice serving HTTPS with a certificate
+    /// for `po.test` that `ca` verifies.
+    pub fn start_with(
+        dir: &TestDir,
+        addr: SocketAddr,
+        body: &str,
+        https: Option<PathBuf>,
+    ) -> Postoffice {
         let queue = dir.path().join("queue");
         let config = dir.path().join("postoffice.ron");
         let text = format!(
@@ -231,7 +242,7 @@ impl Postoffice {
             dir: dir.path().into(),
             config,
             proc,
-            https: None,
+            https,
         };
         po.wait_ready();
         po
@@ -239,15 +250,11 @@ impl Postoffice {
 
     fn spawn(dir: &Path, config: &Path) -> Proc {
         let mut cmd = Command::new(binary("postoffice"));
-        cmd.arg("--config").arg(config).env("RUST_LOG", "info");
+        cmd.arg("--config").arg(config).env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         Proc::spawn(dir, "postoffice", &mut cmd)
-    }
-
-    /// Uses HTTPS with this CA for requests.
-    pub fn with_https(mut self, ca: PathBuf) -> Postoffice {
-        self.https = Some(ca);
-        self.wait_ready();
-        self
     }
 
     fn wait_ready(&self) {
@@ -258,8 +265,9 @@ impl Postoffice {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let last = self.http("GET", "/healthz", None, None);
         panic!(
-            "postoffice not ready on {}:\n{}",
+            "postoffice not ready on {} (last: {last:?}):\n{}",
             self.addr,
             self.proc.log()
         );
@@ -354,7 +362,11 @@ impl Postoffice {
         let _ = std::fs::remove_file(&body_file);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        match code.trim().parse() {
+            Ok(code) if code > 0 => (code, body.to_string()),
+            // curl could not connect: say why.
+            _ => (0, String::from_utf8_lossy(&out.stderr).into_owned()),
+        }
     }
 
     /// Posts a raw message with the envelope in the query; returns the id.
@@ -426,6 +438,32 @@ impl Postoffice {
         );
         last
     }
+}
+
+/// A self-signed certificate and key (PEM, PKCS#8) for `name`, made by openssl.
+pub fn self_signed(dir: &TestDir, name: &str) -> (PathBuf, PathBuf) {
+    let cert = dir.path().join(format!("{name}.crt"));
+    let key = dir.path().join(format!("{name}.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .arg("-subj")
+        .arg(format!("/CN={name}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
 }
 
 /// `/v1/messages?from=..&to=..` with form encoding.
