@@ -130,6 +130,10 @@ class Handler(socketserver.StreamRequestHandler):
 
 class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
+    # socketserver's default backlog of 5 overflows under a burst of
+    # connections: the kernel then drops the handshake's last ACK and the
+    # client waits for a greeting that never comes.
+    request_queue_size = 256
     daemon_threads = True
     address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 

@@ -78,6 +78,7 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
             let now = now_ms();
             this.queue.expire(now);
             for (record, due) in this.queue.take_due(now) {
+                log::debug!("{}: due for {} recipients", record.id, due.len());
                 let (this, in_flight) = (this.clone(), in_flight.clone());
                 in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 smol::spawn(async move {
