@@ -48,6 +48,10 @@ fn delivered_on_disk(queue: &std::path::Path) -> BTreeSet<(String, String)> {
         .flatten()
         .flatten()
     {
+        // A .json.tmp not yet renamed is not recorded: a restart discards it.
+        if entry.path().extension().is_none_or(|e| e != "json") {
+            continue;
+        }
         let Ok(text) = std::fs::read_to_string(entry.path()) else {
             continue;
         };
