@@ -1,9 +1,8 @@
 //! The forwarder drains the spool to postoffice: several hand-offs in flight,
-//! oldest first, retries with doubling backoff while postoffice is down or
-//! answers 5xx/429, `failed/` for a permanent refusal. A spool file is removed
+//! oldest first, pausing with doubling backoff while postoffice is down or
+//! answers 5xx/429 (see schedule.rs), `failed/` for a permanent refusal. A spool file is removed
 //! only after postoffice's 2xx.
 
-use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
@@ -11,50 +10,8 @@ use hedwig::spool::Spool;
 use smol::Timer;
 
 use crate::http::{Handoff, Outcome};
+use crate::schedule::Schedule;
 use crate::shutdown::Shutdown;
-
-/// Messages waiting for their next attempt, earliest first, then oldest id
-/// first. Time is a parameter, so this is tested without sleeping.
-#[derive(Debug, Default)]
-pub struct Schedule {
-    due: BTreeSet<(Instant, String)>,
-    failures: HashMap<String, u32>,
-}
-
-impl Schedule {
-    /// Adds a message to try at `at`.
-    pub fn add(&mut self, id: String, at: Instant) {
-        self.due.insert((at, id));
-    }
-
-    /// Takes the most urgent message due by `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<String> {
-        let first = self.due.first()?;
-        if first.0 > now {
-            return None;
-        }
-        self.due.pop_first().map(|(_, id)| id)
-    }
-
-    /// When the next message falls due.
-    pub fn next_due(&self) -> Option<Instant> {
-        self.due.first().map(|(at, _)| *at)
-    }
-
-    /// Records a failed attempt and schedules the next one; returns the wait.
-    pub fn retry(&mut self, id: String, now: Instant, first: Duration, max: Duration) -> Duration {
-        let failures = self.failures.entry(id.clone()).or_default();
-        *failures += 1;
-        let wait = hedwig::retry::backoff(first, max, *failures);
-        self.add(id, now + wait);
-        wait
-    }
-
-    /// Forgets a message that is done with.
-    pub fn done(&mut self, id: &str) {
-        self.failures.remove(id);
-    }
-}
 
 /// What woke the forwarder.
 enum Wake {
@@ -75,14 +32,13 @@ pub async fn run(
     shutdown: Shutdown,
 ) {
     let mut schedule = Schedule::default();
-    let start = Instant::now();
     match spool.list() {
         Ok(ids) => {
             if !ids.is_empty() {
                 log::info!("resuming {} spooled messages", ids.len());
             }
             for id in ids {
-                schedule.add(id, start);
+                schedule.add(id);
             }
         }
         Err(e) => log::error!("cannot list spool: {e}"),
@@ -93,7 +49,7 @@ pub async fn run(
         // Start as many hand-offs as allowed.
         let now = Instant::now();
         while in_flight < concurrency {
-            let Some(id) = schedule.pop_due(now) else {
+            let Some(id) = schedule.pop_due(now, in_flight) else {
                 break;
             };
             in_flight += 1;
@@ -106,7 +62,7 @@ pub async fn run(
         }
         // Sleep until a new message, a finished hand-off, the next due time, or shutdown.
         let timer_at = if in_flight < concurrency {
-            schedule.next_due()
+            schedule.next_due(now, in_flight)
         } else {
             None
         };
@@ -130,7 +86,7 @@ pub async fn run(
             })
             .await;
         match wake {
-            Wake::New(id) => schedule.add(id, Instant::now()),
+            Wake::New(id) => schedule.add(id),
             Wake::Finished(id, outcome) => {
                 in_flight -= 1;
                 finish(&spool, &mut schedule, id, outcome, retry);
@@ -151,18 +107,18 @@ fn finish(
 ) {
     match outcome {
         Outcome::Accepted => {
-            schedule.done(&id);
+            schedule.succeeded(&id);
             if let Err(e) = spool.remove(&id) {
                 // Sent again after a restart; postoffice answers the repeat by its key.
                 log::error!("{id}: delivered but cannot remove spool file: {e}");
             }
         }
         Outcome::Retry(why) => {
-            let wait = schedule.retry(id.clone(), Instant::now(), retry.0, retry.1);
+            let wait = schedule.failed(id.clone(), Instant::now(), retry.0, retry.1);
             log::warn!("{id}: hand-off deferred ({why}); next try in {wait:?}");
         }
         Outcome::Refused(why) => {
-            schedule.done(&id);
+            schedule.forget(&id);
             match spool.fail(&id) {
                 Ok(path) => log::error!(
                     "{id}: refused by postoffice ({why}); kept in {}",
@@ -173,42 +129,5 @@ fn finish(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const S: Duration = Duration::from_secs(1);
-
-    #[test]
-    fn schedule_orders_by_due_then_id() {
-        let t = Instant::now();
-        let mut s = Schedule::default();
-        s.add("B".into(), t);
-        s.add("A".into(), t);
-        s.add("C".into(), t + S);
-        assert_eq!(s.pop_due(t).as_deref(), Some("A"));
-        assert_eq!(s.pop_due(t).as_deref(), Some("B"));
-        assert_eq!(s.pop_due(t), None);
-        assert_eq!(s.next_due(), Some(t + S));
-        assert_eq!(s.pop_due(t + S).as_deref(), Some("C"));
-    }
-
-    #[test]
-    fn retries_wait_longer_each_time_until_done() {
-        let t = Instant::now();
-        let mut s = Schedule::default();
-        assert_eq!(s.retry("A".into(), t, S, 4 * S), S);
-        s.pop_due(t + S).unwrap();
-        assert_eq!(s.retry("A".into(), t, S, 4 * S), 2 * S);
-        s.pop_due(t + 2 * S).unwrap();
-        assert_eq!(s.retry("A".into(), t, S, 4 * S), 4 * S);
-        s.pop_due(t + 4 * S).unwrap();
-        assert_eq!(s.retry("A".into(), t, S, 4 * S), 4 * S);
-        s.done("A");
-        s.pop_due(t + 4 * S).unwrap();
-        assert_eq!(s.retry("A".into(), t, S, 4 * S), S);
     }
 }

@@ -16,6 +16,7 @@
 mod connection;
 mod forward;
 mod http;
+mod schedule;
 mod server;
 mod shutdown;
 

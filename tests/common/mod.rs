@@ -20,6 +20,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod faults;
 pub mod mailman;
 pub mod message;
 pub mod postoffice;

@@ -2,10 +2,14 @@
 """A small SMTP sink for tests and the local quick start: it stores every
 message it accepts as DIR/<n>.eml, with the envelope in DIR/<n>.env (JSON).
 
-Usage: sink.py HOST:PORT DIR [--rcpt CODE:ADDR ...] [--after N] [--stall] [--tls CERT KEY]
-  --rcpt CODE:ADDR   answer RCPT TO:<ADDR> with CODE (e.g. 550:bad@x.test)
+Usage: sink.py HOST:PORT DIR [--rcpt CODE:ADDR ...] [--after N] [--stall] [--refuse-for SECS CODE] [--tls CERT KEY]
+  --rcpt CODE:ADDR   answer RCPT TO:<ADDR> with CODE (e.g. 550:bad@x.test);
+                     an ADDR of @DOMAIN covers the whole domain
   --after N          apply --rcpt answers only to the first N transactions
   --stall            accept connections and never greet (for timeout tests)
+  --refuse-for SECS CODE
+                     for the first SECS seconds after start, answer 421 as the
+                     greeting (CODE 421) or CODE to every RCPT (e.g. 450)
   --tls CERT KEY     offer STARTTLS with this certificate and key (PEM)
 The .env file records from, to and whether the session used TLS.
 
@@ -13,7 +17,7 @@ Standard library only, so it runs wherever python3 does. One thread per
 connection; lines are bounded; it speaks just enough ESMTP (EHLO, PIPELINING,
 8BITMIME, SMTPUTF8, SIZE) for hedwig's client.
 """
-import json, os, socket, socketserver, ssl, sys, threading
+import json, os, socket, socketserver, ssl, sys, threading, time
 
 args = sys.argv[1:]
 if len(args) < 2:
@@ -21,6 +25,7 @@ if len(args) < 2:
 host, port = args[0].rsplit(":", 1)
 out_dir = args[1]
 rcpt_codes, stall, after, tls = {}, False, None, None
+refuse_until, refuse_code = 0.0, None
 i = 2
 while i < len(args):
     if args[i] == "--rcpt":
@@ -30,6 +35,10 @@ while i < len(args):
     elif args[i] == "--after":
         after = int(args[i + 1])
         i += 2
+    elif args[i] == "--refuse-for":
+        refuse_until = time.monotonic() + float(args[i + 1])
+        refuse_code = int(args[i + 2])
+        i += 3
     elif args[i] == "--stall":
         stall = True
         i += 1
@@ -59,6 +68,9 @@ class Handler(socketserver.StreamRequestHandler):
         if stall:
             self.request.recv(1)  # wait until the client gives up
             return
+        if time.monotonic() < refuse_until and refuse_code == 421:
+            self.reply("421 4.3.2 sink.test not accepting mail yet")
+            return
         self.reply("220 sink.test ESMTP sink")
         mail_from, rcpts, secure = None, [], False
         try:
@@ -83,9 +95,12 @@ class Handler(socketserver.StreamRequestHandler):
                 elif verb == "RCPT":
                     addr = line.split(":", 1)[1].split(">")[0].strip(" <")
                     code = 250
+                    if time.monotonic() < refuse_until and refuse_code != 421:
+                        code = refuse_code
                     with lock:
                         if after is None or transactions[0] < after:
-                            code = rcpt_codes.get(addr.lower(), 250)
+                            domain = "@" + addr.rsplit("@", 1)[-1].lower()
+                            code = rcpt_codes.get(addr.lower(), rcpt_codes.get(domain, code))
                     if code == 250:
                         rcpts.append(addr)
                         self.reply("250 2.1.5 ok")

@@ -1,0 +1,247 @@
+//! Which spooled message the forwarder hands off next. Pure: time is a
+//! parameter, so the policy is tested without sleeping.
+//!
+//! Messages go oldest first (ids sort by acceptance time). When a hand-off
+//! fails for a reason worth retrying, postoffice is most likely down or
+//! overloaded for every message, not just that one, so the whole queue
+//! pauses (doubling from `first`, capped at `max`, like Postfix's dead-host
+//! backoff) and then one message at a time probes until one succeeds. This
+//! keeps a thousand spooled messages from each hammering a dead postoffice
+//! on its own timer, and once postoffice is back the spool drains in the
+//! order it filled.
+//!
+//! The probe is the oldest message that has not failed yet, so one message
+//! that postoffice keeps refusing with a temporary error cannot hold up the
+//! rest: it waits on its own doubling backoff while the others flow.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use hedwig::retry::backoff;
+
+/// The forwarder's queue of spooled messages waiting for a hand-off.
+#[derive(Debug, Default)]
+pub struct Schedule {
+    /// Messages not in flight, oldest first.
+    waiting: BTreeSet<String>,
+    /// Messages that failed since their last success: failures so far and
+    /// the earliest next try.
+    failed: HashMap<String, (u32, Instant)>,
+    /// Hand-offs that failed in a row, counting one per pause.
+    streak: u32,
+    /// No hand-off starts before this, after a failure.
+    paused_until: Option<Instant>,
+}
+
+impl Schedule {
+    /// Adds a message to hand off as soon as the queue allows.
+    pub fn add(&mut self, id: String) {
+        self.waiting.insert(id);
+    }
+
+    /// Takes the next message to hand off at `now`, given how many are in
+    /// flight; None when nothing may start now.
+    pub fn pop_due(&mut self, now: Instant, in_flight: usize) -> Option<String> {
+        if self.paused_until.is_some_and(|until| now < until) {
+            return None;
+        }
+        let id = if self.streak > 0 {
+            // Probing: one at a time, preferring a message that has not failed.
+            if in_flight > 0 {
+                return None;
+            }
+            self.waiting
+                .iter()
+                .find(|id| !self.failed.contains_key(*id))
+                .or_else(|| self.oldest_eligible(now))
+        } else {
+            self.oldest_eligible(now)
+        }?
+        .clone();
+        self.waiting.remove(&id);
+        Some(id)
+    }
+
+    fn oldest_eligible(&self, now: Instant) -> Option<&String> {
+        self.waiting
+            .iter()
+            .find(|id| self.failed.get(*id).is_none_or(|&(_, at)| at <= now))
+    }
+
+    /// When [`Schedule::pop_due`] may next return a message, if nothing else
+    /// happens first (a new message, a hand-off ending).
+    pub fn next_due(&self, now: Instant, in_flight: usize) -> Option<Instant> {
+        if self.waiting.is_empty() || (self.streak > 0 && in_flight > 0) {
+            return None;
+        }
+        if let Some(until) = self.paused_until.filter(|&until| now < until) {
+            return Some(until);
+        }
+        if self.streak > 0 && self.waiting.iter().any(|id| !self.failed.contains_key(id)) {
+            return Some(now);
+        }
+        self.waiting
+            .iter()
+            .map(|id| self.failed.get(id).map_or(now, |&(_, at)| at.max(now)))
+            .min()
+    }
+
+    /// Records a hand-off that postoffice acknowledged: the queue flows again.
+    pub fn succeeded(&mut self, id: &str) {
+        self.failed.remove(id);
+        self.streak = 0;
+        self.paused_until = None;
+    }
+
+    /// Records a hand-off that failed but may succeed later; the message
+    /// waits again. Returns how long this message waits.
+    pub fn failed(&mut self, id: String, now: Instant, first: Duration, max: Duration) -> Duration {
+        let failures = self.failed.get(&id).map_or(1, |&(n, _)| n + 1);
+        let wait = backoff(first, max, failures);
+        self.failed.insert(id.clone(), (failures, now + wait));
+        self.waiting.insert(id);
+        // The hand-offs in flight when postoffice went away fail together:
+        // they make one pause, not a doubling each.
+        if self.paused_until.is_none_or(|until| now >= until) {
+            self.streak += 1;
+            self.paused_until = Some(now + backoff(first, max, self.streak));
+        }
+        wait
+    }
+
+    /// Forgets a message that is done with (refused for good).
+    pub fn forget(&mut self, id: &str) {
+        self.failed.remove(id);
+    }
+
+    /// Messages waiting (not in flight).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(8);
+
+    fn schedule(ids: &[&str]) -> Schedule {
+        let mut s = Schedule::default();
+        for id in ids {
+            s.add(id.to_string());
+        }
+        s
+    }
+
+    #[test]
+    fn oldest_first() {
+        let t = Instant::now();
+        let mut s = schedule(&["C", "A", "B"]);
+        assert_eq!(s.pop_due(t, 0).as_deref(), Some("A"));
+        assert_eq!(s.pop_due(t, 1).as_deref(), Some("B"));
+        assert_eq!(s.pop_due(t, 2).as_deref(), Some("C"));
+        assert_eq!(s.pop_due(t, 3), None);
+        assert_eq!(s.next_due(t, 3), None);
+    }
+
+    #[test]
+    fn a_failure_pauses_everything_then_probes_one_at_a_time() {
+        let t = Instant::now();
+        let mut s = schedule(&["A", "B", "C", "D"]);
+        let a = s.pop_due(t, 0).unwrap();
+        let b = s.pop_due(t, 1).unwrap();
+        // Both in flight fail: one pause of `first`, not two doublings.
+        assert_eq!(s.failed(a, t, S, MAX), S);
+        assert_eq!(s.failed(b, t, S, MAX), S);
+        assert_eq!(s.pop_due(t, 0), None);
+        assert_eq!(s.next_due(t, 0), Some(t + S));
+        // After the pause, one probe: the oldest message that has not failed.
+        assert_eq!(s.pop_due(t + S, 0).as_deref(), Some("C"));
+        assert_eq!(s.pop_due(t + S, 1), None, "one probe at a time");
+        assert_eq!(s.next_due(t + S, 1), None);
+        // The probe fails: the pause doubles.
+        s.failed("C".into(), t + S, S, MAX);
+        assert_eq!(s.next_due(t + S, 0), Some(t + 3 * S));
+        assert_eq!(s.pop_due(t + 3 * S, 0).as_deref(), Some("D"));
+        // The probe succeeds: everything flows again, oldest first.
+        s.succeeded("D");
+        assert_eq!(s.pop_due(t + 3 * S, 0).as_deref(), Some("A"));
+        assert_eq!(s.pop_due(t + 3 * S, 1).as_deref(), Some("B"));
+        assert_eq!(s.pop_due(t + 3 * S, 2).as_deref(), Some("C"));
+    }
+
+    #[test]
+    fn pauses_double_up_to_max_and_reset_on_success() {
+        let t = Instant::now();
+        let mut s = schedule(&["A"]);
+        let mut now = t;
+        let mut pauses = Vec::new();
+        for _ in 0..6 {
+            let id = s.pop_due(now, 0).expect("probe");
+            s.failed(id, now, S, MAX);
+            let next = s.next_due(now, 0).unwrap();
+            pauses.push((next - now).as_secs());
+            now = next;
+        }
+        assert_eq!(pauses, [1, 2, 4, 8, 8, 8]);
+        let id = s.pop_due(now, 0).unwrap();
+        s.succeeded(&id);
+        s.add("B".into());
+        let b = s.pop_due(now, 0).unwrap();
+        s.failed(b, now, S, MAX);
+        assert_eq!(s.next_due(now, 0), Some(now + S));
+    }
+
+    #[test]
+    fn a_message_that_keeps_failing_does_not_hold_up_the_rest() {
+        let t = Instant::now();
+        let mut s = schedule(&["A", "B", "C"]);
+        // A fails every time, the others succeed.
+        let a = s.pop_due(t, 0).unwrap();
+        s.failed(a, t, S, MAX);
+        assert_eq!(s.pop_due(t + S, 0).as_deref(), Some("B"));
+        s.succeeded("B");
+        // A's own backoff has passed: it goes first again, and fails again.
+        assert_eq!(s.pop_due(t + S, 0).as_deref(), Some("A"));
+        s.failed("A".into(), t + S, S, MAX);
+        // Its own wait doubles; C flows after one pause.
+        assert_eq!(s.pop_due(t + 2 * S, 0).as_deref(), Some("C"));
+        s.succeeded("C");
+        assert_eq!(s.pop_due(t + 2 * S, 0), None, "A waits 2 s from its last try");
+        assert_eq!(s.next_due(t + 2 * S, 0), Some(t + 3 * S));
+        assert_eq!(s.pop_due(t + 3 * S, 0).as_deref(), Some("A"));
+        assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn after_an_outage_the_spool_drains_in_order() {
+        let t = Instant::now();
+        let ids: Vec<String> = (0..100).map(|n| format!("{n:03}")).collect();
+        let mut s = Schedule::default();
+        let mut now = t;
+        // postoffice is down while the messages arrive: a few probes fail.
+        for id in &ids {
+            s.add(id.clone());
+            if let Some(probe) = s.pop_due(now, 0) {
+                s.failed(probe, now, S, MAX);
+            }
+            now += Duration::from_millis(100);
+        }
+        // Back up: the first probe succeeds, then all go oldest first.
+        now += MAX;
+        let probe = s.pop_due(now, 0).unwrap();
+        s.succeeded(&probe);
+        let mut order = vec![probe];
+        while let Some(id) = s.pop_due(now, 0) {
+            s.succeeded(&id);
+            order.push(id);
+        }
+        assert_eq!(order.len(), 100);
+        let mut sorted = order[1..].to_vec();
+        sorted.sort();
+        assert_eq!(order[1..], sorted[..], "in order after the probe");
+    }
+}
