@@ -129,14 +129,29 @@ fn strip_keyword<'a>(s: &'a str, keyword: &str) -> Option<&'a str> {
 /// path's inside and the parameter text.
 fn split_path(s: &str) -> Result<(&str, &str), ParseError> {
     if let Some(inner) = s.strip_prefix('<') {
-        let end = inner
-            .find('>')
+        let end = closing_bracket(inner)
             .ok_or_else(|| ParseError(replies::syntax("missing '>' after address")))?;
         Ok((&inner[..end], inner[end + 1..].trim_start()))
     } else {
         let end = s.find(' ').unwrap_or(s.len());
         Ok((&s[..end], s[end..].trim_start()))
     }
+}
+
+/// Where the `>` that ends a path is: a quoted local part may hold its own
+/// `>` (RFC 5321 4.1.2, qtextSMTP), as `Display` prints it.
+fn closing_bracket(path: &str) -> Option<usize> {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, c) in path.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '>' if !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Drops an obsolete source route `@a,@b:` (RFC 5321 appendix C).
@@ -290,6 +305,31 @@ mod tests {
             Command::parse(b"MAIL FROM:<>").unwrap(),
             Command::Mail(None, MailParams::default())
         );
+    }
+
+    #[test]
+    fn quoted_local_part_may_hold_angle_brackets() {
+        // Found by fuzz/fuzz_targets/smtp_command.rs: `Display` printed
+        // `<">\"b"@2>`, which the parser cut at the first `>`.
+        for line in [
+            r#"MAIL FROM:<">\"b"@2>"#,
+            r#"MAIL FROM:<"a>b"@example.org> SIZE=10"#,
+            r#"RCPT TO:<@relay:"<x>"@example.org>"#,
+        ] {
+            let cmd = Command::parse(line.as_bytes()).unwrap();
+            let wire = cmd.to_string();
+            assert_eq!(
+                Command::parse(wire.trim_end().as_bytes()),
+                Ok(cmd),
+                "{wire:?}"
+            );
+        }
+        let Ok(Command::Mail(Some(a), p)) = Command::parse(br#"MAIL FROM:<"a>b"@x.org> SIZE=10"#)
+        else {
+            panic!()
+        };
+        assert_eq!((a.as_str(), p.size), (r#""a>b"@x.org"#, Some(10)));
+        assert_eq!(code(br#"MAIL FROM:<"a>b@x.org>"#), 501);
     }
 
     #[test]
