@@ -91,6 +91,12 @@ const RESERVED: [&str; 11] = [
     "content-transfer-encoding",
 ];
 
+/// Longest header field name or attachment content type. mail-builder folds
+/// header values but writes these whole, and a line may not pass 998
+/// characters (RFC 5322 2.1.1); real ones are far shorter (RFC 6838 caps a
+/// media type's type and subtype at 127 characters each).
+const MAX_UNFOLDED: usize = 256;
+
 fn no_newline(field: &str, value: &str) -> Result<(), ComposeError> {
     if value.contains(['\r', '\n']) {
         return Err(ComposeError::BadRequest(format!(
@@ -196,6 +202,11 @@ pub fn compose(
                 "invalid header name {name:?}"
             )));
         }
+        if name.len() > MAX_UNFOLDED {
+            return Err(ComposeError::BadRequest(format!(
+                "header name longer than {MAX_UNFOLDED} characters"
+            )));
+        }
         if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
             return Err(ComposeError::Unprocessable(format!(
                 "header {name} is set from its own field"
@@ -227,6 +238,11 @@ pub fn compose(
             return Err(ComposeError::Unprocessable(format!(
                 "attachments[{i}].content_type: not type/subtype: {:?}",
                 a.content_type
+            )));
+        }
+        if a.content_type.len() > MAX_UNFOLDED {
+            return Err(ComposeError::Unprocessable(format!(
+                "attachments[{i}].content_type: longer than {MAX_UNFOLDED} characters"
             )));
         }
         let bytes = base64::engine::general_purpose::STANDARD
@@ -308,6 +324,37 @@ mod tests {
         }
         let bad64 = r#"{"from": "a@x.test", "to": ["b@y.test"], "attachments": [{"filename": "f", "content_type": "text/plain", "content": "%%%"}]}"#;
         assert!(matches!(build(bad64), Err(ComposeError::BadRequest(_))));
+    }
+
+    #[test]
+    fn no_line_past_998_characters() {
+        // Found by fuzz/fuzz_targets/compose_json.rs: a 1,100-character
+        // header name, or attachment content type, was written on one line.
+        let long = "X".repeat(MAX_UNFOLDED + 1);
+        let name =
+            format!(r#"{{"from": "a@x.test", "to": ["b@y.test"], "headers": {{"{long}": "v"}}}}"#);
+        assert!(matches!(build(&name), Err(ComposeError::BadRequest(_))));
+        let attachment = |content_type: &str| {
+            format!(
+                r#"{{"from": "a@x.test", "to": ["b@y.test"], "attachments": [{{"filename": "f", "content_type": "{content_type}", "content": ""}}]}}"#
+            )
+        };
+        let long_type = format!("text/{}", "p".repeat(MAX_UNFOLDED));
+        assert!(matches!(
+            build(&attachment(&long_type)),
+            Err(ComposeError::Unprocessable(_))
+        ));
+        // At the bound both are accepted, and every line stays within 998.
+        let name = format!(
+            r#"{{"from": "a@x.test", "to": ["b@y.test"], "headers": {{"{}": "{}"}}}}"#,
+            "X".repeat(MAX_UNFOLDED),
+            "v ".repeat(600)
+        );
+        let longest_type = format!("text/{}", "p".repeat(MAX_UNFOLDED - 5));
+        for json in [name, attachment(&longest_type)] {
+            let (_, text) = build(&json).unwrap();
+            assert!(text.split("\r\n").all(|l| l.len() <= 998), "{json}");
+        }
     }
 
     #[test]
