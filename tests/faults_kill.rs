@@ -14,7 +14,7 @@ use common::faults::{wait_delivered, Path4, Sender, Tally};
 use common::{rng, TestDir};
 
 /// Messages per round, and rounds: three of each kind of kill.
-const PER_ROUND: u64 = 500;
+const PER_ROUND: u64 = 1000;
 const KILLS: [&str; 9] = [
     "mailman",
     "mailman",
