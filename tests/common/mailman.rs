@@ -34,6 +34,10 @@ pub struct Config {
     pub spool: PathBuf,
     /// The fake postoffice.
     pub postoffice: SocketAddr,
+    /// postoffice's URL when not `http://{postoffice}` (e.g. https://...).
+    pub postoffice_url: Option<String>,
+    /// A CA file to trust for postoffice's HTTPS.
+    pub ca_file: Option<PathBuf>,
     /// Bearer token sent to postoffice.
     pub token: String,
     /// First retry delay of a failed hand-off.
@@ -67,6 +71,8 @@ impl Config {
             max_connections: 512,
             spool: dir.path().join("spool"),
             postoffice,
+            postoffice_url: None,
+            ca_file: None,
             token: TOKEN.into(),
             retry_first: "100ms".into(),
             retry_max: "1s".into(),
@@ -92,7 +98,7 @@ impl Config {
     max_recipients: {max_recipients},
     max_connections: {max_connections},
     spool: {spool:?},
-    postoffice: (url: "http://{postoffice}", token: {token:?}, retry: (first: {retry_first:?}, max: {retry_max:?}), concurrency: {concurrency}, timeout: {postoffice_timeout:?}),
+    postoffice: (url: {url:?}, ca_file: {ca_file}, token: {token:?}, retry: (first: {retry_first:?}, max: {retry_max:?}), concurrency: {concurrency}, timeout: {postoffice_timeout:?}),
     timeout: {timeout:?}, data_timeout: {data_timeout:?}, shutdown_timeout: {shutdown_timeout:?}, max_line_length: {max_line_length},
   ),
 )
@@ -104,7 +110,14 @@ impl Config {
             max_recipients = self.max_recipients,
             max_connections = self.max_connections,
             spool = self.spool.display().to_string(),
-            postoffice = self.postoffice,
+            url = self
+                .postoffice_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", self.postoffice)),
+            ca_file = self
+                .ca_file
+                .as_ref()
+                .map_or("None".to_string(), |p| format!("Some({:?})", p.display().to_string())),
             token = self.token,
             retry_first = self.retry_first,
             retry_max = self.retry_max,
