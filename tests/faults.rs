@@ -44,8 +44,15 @@ fn postoffice_unreachable_mailman_spools_then_drains_in_order() {
 
     let sent = Sender::start(&dir, path.mailman.addr(), 0, N, 8, SECS(60)).finish(SECS(120));
     let answered = sent.values().filter(|&&c| c == 250).count();
-    assert_eq!(answered as u64, N, "mailman takes everything while postoffice is down");
-    assert_eq!(spool_files(path.mailman.spool()).len() as u64, N, "all spooled");
+    assert_eq!(
+        answered as u64, N,
+        "mailman takes everything while postoffice is down"
+    );
+    assert_eq!(
+        spool_files(path.mailman.spool()).len() as u64,
+        N,
+        "all spooled"
+    );
     std::thread::sleep(SECS(2));
     assert!(path.sink.received().is_empty());
 
@@ -63,14 +70,22 @@ fn postoffice_unreachable_mailman_spools_then_drains_in_order() {
     // a few others, never many.
     let by_rcpt: BTreeMap<String, String> = received
         .iter()
-        .map(|r| (r.to[0].clone(), mailman_id(r).expect("mailman's Received id")))
+        .map(|r| {
+            (
+                r.to[0].clone(),
+                mailman_id(r).expect("mailman's Received id"),
+            )
+        })
         .collect();
     let mut accepted: Vec<(String, String)> = Vec::new(); // (postoffice id, mailman id)
     for entry in std::fs::read_dir(dir.path().join("queue/state")).expect("state dir") {
         let text = std::fs::read_to_string(entry.expect("entry").path()).expect("record");
         let record: serde_json::Value = serde_json::from_str(&text).expect("record JSON");
         let rcpt = record["recipients"][0]["address"].as_str().expect("rcpt");
-        accepted.push((record["id"].as_str().expect("id").into(), by_rcpt[rcpt].clone()));
+        accepted.push((
+            record["id"].as_str().expect("id").into(),
+            by_rcpt[rcpt].clone(),
+        ));
     }
     accepted.sort();
     let mut spool_order: Vec<&String> = accepted.iter().map(|(_, m)| m).collect();
@@ -159,11 +174,18 @@ fn mailman_spool_full_answers_452_then_accepts_again() {
     sent.retain(|_, c| *c == 250);
     wait_delivered(&path.sink, &sent, SECS(60));
     let again = Sender::start(&dir, path.mailman.addr(), 1000, 300, 4, SECS(30)).finish(SECS(60));
-    assert!(again.values().all(|&c| c == 250), "accepts again: {again:?}");
+    assert!(
+        again.values().all(|&c| c == 250),
+        "accepts again: {again:?}"
+    );
     let mut all = first;
     all.extend(again);
     let received = wait_delivered(&path.sink, &all, SECS(60));
-    let tally = Tally::count("mailman's spool full (1 MiB tmpfs), then space", &all, &received);
+    let tally = Tally::count(
+        "mailman's spool full (1 MiB tmpfs), then space",
+        &all,
+        &received,
+    );
     assert_whole(&tally, &path.logs());
 }
 
@@ -175,19 +197,30 @@ fn postoffice_queue_full_answers_503_and_mailman_keeps_the_message() {
     let filler = queue.fill();
 
     let sent = Sender::start(&dir, path.mailman.addr(), 0, 50, 4, SECS(30)).finish(SECS(60));
-    assert!(sent.values().all(|&c| c == 250), "mailman takes them: {sent:?}");
+    assert!(
+        sent.values().all(|&c| c == 250),
+        "mailman takes them: {sent:?}"
+    );
     assert!(
         wait_until(SECS(10), || path.mailman.stderr().contains("HTTP 503")),
         "postoffice answers 503 to the hand-off\n{}",
         path.logs()
     );
     std::thread::sleep(SECS(1));
-    assert_eq!(spool_files(path.mailman.spool()).len(), 50, "mailman keeps them");
+    assert_eq!(
+        spool_files(path.mailman.spool()).len(),
+        50,
+        "mailman keeps them"
+    );
     assert!(path.sink.received().is_empty());
 
     std::fs::remove_file(filler).expect("free the space");
     let received = wait_delivered(&path.sink, &sent, SECS(60));
-    let tally = Tally::count("postoffice's queue full (503), then space", &sent, &received);
+    let tally = Tally::count(
+        "postoffice's queue full (503), then space",
+        &sent,
+        &received,
+    );
     assert_whole(&tally, &path.logs());
     assert!(wait_until(SECS(10), || spool_files(path.mailman.spool()).is_empty()));
 }
@@ -205,7 +238,11 @@ fn dns_down_defers_then_delivers() {
         let q: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         q["by_state"]["deferred"].as_u64().unwrap_or(0) >= 1
     });
-    assert!(deferred, "no message deferred while DNS is down\n{}", path.logs());
+    assert!(
+        deferred,
+        "no message deferred while DNS is down\n{}",
+        path.logs()
+    );
     assert!(path.sink.received().is_empty());
 
     let recs = common::faults::records(host_ip(&dir, 2));
@@ -247,7 +284,9 @@ fn a_stalling_mx_never_blocks_other_domains() {
     let tally = Tally::count("one MX stalls: the other 9 domains", &others, &received);
     assert_whole(&tally, &path.logs());
     assert!(
-        received.iter().all(|r| seq_of(r).is_some_and(|s| s % 10 != 0)),
+        received
+            .iter()
+            .all(|r| seq_of(r).is_some_and(|s| s % 10 != 0)),
         "nothing for d0.test can have arrived"
     );
     assert!(
@@ -267,7 +306,8 @@ fn refused_for_a_while(code: &str, scenario: &str) {
     assert_whole(&tally, &path.logs());
     let log = path.postoffice.log();
     assert!(
-        log.lines().any(|l| l.contains("status=deferred") && l.contains(code)),
+        log.lines()
+            .any(|l| l.contains("status=deferred") && l.contains(code)),
         "the {code} deferred something first\n{}",
         path.logs()
     );
@@ -307,7 +347,13 @@ fn a_550_sends_exactly_one_dsn_and_never_bounces_a_bounce() {
     wait_delivered(&path.sink, &others, SECS(60));
     let is_dsn = |r: &Received| r.from.is_empty();
     assert!(
-        wait_until(SECS(30), || path.sink.received().iter().filter(|r| is_dsn(r)).count() >= bounced),
+        wait_until(SECS(30), || path
+            .sink
+            .received()
+            .iter()
+            .filter(|r| is_dsn(r))
+            .count()
+            >= bounced),
         "DSNs missing\n{}",
         path.logs()
     );

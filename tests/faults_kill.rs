@@ -64,25 +64,41 @@ fn kill_9_rounds_lose_nothing() {
         // Each round drains before the next, so its duplicates are its own.
         let before = Tally::count("", &sent, &path.sink.received()).duplicated;
         sent.extend(round_sent);
-        let after = Tally::count("", &sent, &wait_delivered(&path.sink, &sent, Duration::from_secs(60)));
+        let after = Tally::count(
+            "",
+            &sent,
+            &wait_delivered(&path.sink, &sent, Duration::from_secs(60)),
+        );
         eprintln!(
             "round {round}: killed {victim} {}; {} duplicates",
-            if flowing { "while sending" } else { "after sending, while forwarding" },
+            if flowing {
+                "while sending"
+            } else {
+                "after sending, while forwarding"
+            },
             after.duplicated - before,
         );
     }
 
     let received = wait_delivered(&path.sink, &sent, Duration::from_secs(120));
-    let tally = Tally::count("kill -9: 3x mailman, 3x postoffice, 3x both", &sent, &received);
+    let tally = Tally::count(
+        "kill -9: 3x mailman, 3x postoffice, 3x both",
+        &sent,
+        &received,
+    );
     tally.report();
     assert_eq!(tally.strays, 0, "unknown messages arrived");
     assert_eq!(
-        tally.lost, 0,
+        tally.lost,
+        0,
         "lost (answered 250, never delivered): {:?}\n{}",
         tally.lost_seqs,
         path.logs()
     );
-    assert_eq!(tally.answered, tally.sent, "every message is answered 250 in the end");
+    assert_eq!(
+        tally.answered, tally.sent,
+        "every message is answered 250 in the end"
+    );
     assert!(
         tally.duplicated * 200 <= tally.sent,
         "{} duplicates of {} messages is over 0.5%",

@@ -35,23 +35,59 @@ fn private_ca(dir: &TestDir, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
     let d = dir.path();
     openssl(
         &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-            "/CN=hedwig test CA", "-keyout", "ca.key", "-out", "ca.crt",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=hedwig test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
         ],
         d,
     );
     openssl(
         &[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=postoffice", "-keyout",
-            "po.key", "-out", "po.csr",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=postoffice",
+            "-keyout",
+            "po.key",
+            "-out",
+            "po.csr",
         ],
         d,
     );
-    std::fs::write(d.join("po.ext"), format!("subjectAltName=IP:{ip},DNS:po.test\n")).expect("ext");
+    std::fs::write(
+        d.join("po.ext"),
+        format!("subjectAltName=IP:{ip},DNS:po.test\n"),
+    )
+    .expect("ext");
     openssl(
         &[
-            "x509", "-req", "-in", "po.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "1", "-extfile", "po.ext", "-out", "po.crt",
+            "x509",
+            "-req",
+            "-in",
+            "po.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "po.ext",
+            "-out",
+            "po.crt",
         ],
         d,
     );
@@ -83,7 +119,11 @@ fn mailman_hands_off_over_https_trusting_the_ca_in_hedwig_ron() {
     config.postoffice_url = Some(format!("https://{po_addr}"));
     let mailman = Mailman::start(&untrusting, config);
     let mut smtp = Smtp::ehlo(mailman.addr());
-    smtp.send_mail("a@origin.test", &["b@dest.test"], b"Subject: untrusted\r\n\r\nx\r\n");
+    smtp.send_mail(
+        "a@origin.test",
+        &["b@dest.test"],
+        b"Subject: untrusted\r\n\r\nx\r\n",
+    );
     assert!(
         wait_until(SECS(10), || mailman.stderr().contains("certificate")),
         "no certificate error:\n{}",
@@ -98,7 +138,11 @@ fn mailman_hands_off_over_https_trusting_the_ca_in_hedwig_ron() {
     config.ca_file = Some(ca);
     let mailman = Mailman::start(&dir, config);
     let mut smtp = Smtp::ehlo(mailman.addr());
-    smtp.send_mail("a@origin.test", &["b@dest.test"], b"Subject: over https\r\n\r\nx\r\n");
+    smtp.send_mail(
+        "a@origin.test",
+        &["b@dest.test"],
+        b"Subject: over https\r\n\r\nx\r\n",
+    );
     let got = sink.wait_for(1, SECS(20));
     assert_eq!(got.len(), 1, "{}\n{}", mailman.stderr(), po.log());
     assert!(got[0].text().contains("Subject: over https"));
@@ -186,7 +230,8 @@ fn a_thousand_connections_held_open_bounded_memory_and_421_past_the_limit() {
         if line.starts_with("220 ") {
             greeted += 1;
             // Each held session sits in the middle of a command line.
-            let _ = s.write_all(b"EHLO held\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+            let _ =
+                s.write_all(b"EHLO held\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
         } else if line.starts_with("421 4.7.0") {
             refused += 1;
         } else {

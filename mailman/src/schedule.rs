@@ -210,7 +210,11 @@ mod tests {
         // Its own wait doubles; C flows after one pause.
         assert_eq!(s.pop_due(t + 2 * S, 0).as_deref(), Some("C"));
         s.succeeded("C");
-        assert_eq!(s.pop_due(t + 2 * S, 0), None, "A waits 2 s from its last try");
+        assert_eq!(
+            s.pop_due(t + 2 * S, 0),
+            None,
+            "A waits 2 s from its last try"
+        );
         assert_eq!(s.next_due(t + 2 * S, 0), Some(t + 3 * S));
         assert_eq!(s.pop_due(t + 3 * S, 0).as_deref(), Some("A"));
         assert_eq!(s.len(), 0);

@@ -129,7 +129,11 @@ impl Sender {
     /// Waits for the end (at most `limit`); every message's last reply code.
     pub fn finish(mut self, limit: Duration) -> BTreeMap<u64, u16> {
         let ended = wait_until(limit, || !self.proc.alive());
-        assert!(ended, "send.py still running after {limit:?}:\n{}", self.proc.log());
+        assert!(
+            ended,
+            "send.py still running after {limit:?}:\n{}",
+            self.proc.log()
+        );
         let text = std::fs::read_to_string(&self.out)
             .unwrap_or_else(|e| panic!("send.py wrote no results ({e}):\n{}", self.proc.log()));
         text.lines()

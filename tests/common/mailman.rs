@@ -117,7 +117,10 @@ impl Config {
             ca_file = self
                 .ca_file
                 .as_ref()
-                .map_or("None".to_string(), |p| format!("Some({:?})", p.display().to_string())),
+                .map_or("None".to_string(), |p| format!(
+                    "Some({:?})",
+                    p.display().to_string()
+                )),
             token = self.token,
             retry_first = self.retry_first,
             retry_max = self.retry_max,
