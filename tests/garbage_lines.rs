@@ -1,5 +1,6 @@
 //! 10,000 lines of random garbage each get a 5xx, and the same session can then
-//! send a good message that arrives; mailman survives.
+//! send a good message that arrives; mailman survives. With the default
+//! `max_errors`, the 21st command after 20 refusals gets 421 and the close.
 
 mod common;
 
@@ -54,7 +55,9 @@ fn garbage_gets_5xx_and_the_session_survives() {
     let mut rng = common::rng("garbage_gets_5xx_and_the_session_survives");
     let dir = TestDir::new();
     let po = Postoffice::start(&dir);
-    let mut mailman = Mailman::start(&dir, Config::new(&dir, po.addr()));
+    let mut config = Config::new(&dir, po.addr());
+    config.max_errors = 1_000_000;
+    let mut mailman = Mailman::start(&dir, config);
     let mut smtp = Smtp::ehlo(mailman.addr());
 
     let mut sent = 0;
@@ -99,5 +102,27 @@ fn garbage_gets_5xx_and_the_session_survives() {
         po.dump()
     );
     // And a new client is served too.
+    Smtp::ehlo(mailman.addr()).expect("QUIT", 221, "2.0.0");
+}
+
+#[test]
+fn twenty_refusals_then_421_and_close() {
+    let mut rng = common::rng("twenty_refusals_then_421_and_close");
+    let dir = TestDir::new();
+    let po = Postoffice::start(&dir);
+    let mailman = Mailman::start(&dir, Config::new(&dir, po.addr()));
+    let mut smtp = Smtp::ehlo(mailman.addr());
+    for n in 0..20 {
+        let line = garbage(&mut rng);
+        smtp.send(&[line.as_slice(), b"\r\n"].concat())
+            .expect("send");
+        let reply = smtp.reply();
+        assert!((500..600).contains(&reply.code), "refusal {n}: `{reply}`");
+    }
+    // The next command, even a good one, gets 421 and the close.
+    smtp.expect("NOOP", 421, "4.7.0");
+    smtp.closed_within(Duration::from_secs(5))
+        .expect("closed after too many errors");
+    // Other clients are not affected.
     Smtp::ehlo(mailman.addr()).expect("QUIT", 221, "2.0.0");
 }

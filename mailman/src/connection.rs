@@ -87,6 +87,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> 
         while let Some(line) = conn.next_line() {
             let Some(line) = line else {
                 conn.reply(&replies::line_too_long());
+                session.refused();
                 continue;
             };
             let (reply, action) = session.command(&line);
@@ -98,6 +99,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> 
                     conn.flush().await?;
                     let reply = conn.receive(&session, envelope, &params).await?;
                     session.reset();
+                    if reply.code >= 500 {
+                        session.refused();
+                    }
                     conn.reply(&reply);
                 }
             }

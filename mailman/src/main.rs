@@ -75,6 +75,7 @@ async fn run(config: Mailman) -> Result<(), String> {
             hostname: hostname.clone(),
             max_message_size: config.max_message_size,
             max_recipients: config.max_recipients,
+            max_errors: config.max_errors,
         },
         max_line: config.max_line_length,
         max_header: config.max_header_size,

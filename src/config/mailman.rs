@@ -29,6 +29,10 @@ pub struct Mailman {
     /// Most RCPT TO per message.
     #[serde(default = "default_max_recipients", deserialize_with = "de::count")]
     pub max_recipients: usize,
+    /// Refused commands per session before 421 and close (Postfix's
+    /// smtpd_hard_error_limit).
+    #[serde(default = "default_max_errors", deserialize_with = "de::count")]
+    pub max_errors: usize,
     /// Most SMTP sessions at once; more wait in the listen backlog.
     #[serde(default = "default_max_connections", deserialize_with = "de::count")]
     pub max_connections: usize,
@@ -96,6 +100,10 @@ fn default_max_message_size() -> u64 {
 
 fn default_max_recipients() -> usize {
     100
+}
+
+fn default_max_errors() -> usize {
+    20
 }
 
 fn default_max_connections() -> usize {

@@ -263,6 +263,15 @@ pub mod replies {
             format!("{host} Error: timeout exceeded"),
         )
     }
+    /// 421 4.7.0 after `max_errors` refused commands, as Postfix's
+    /// smtpd_hard_error_limit answers.
+    pub fn too_many_errors(host: &str) -> Reply {
+        Reply::new(
+            421,
+            Status(4, 7, 0),
+            format!("{host} Error: too many errors"),
+        )
+    }
     /// 421 4.3.2 shutting down.
     pub fn shutting_down(host: &str) -> Reply {
         Reply::new(

@@ -17,6 +17,9 @@ pub struct SessionConfig {
     pub max_message_size: u64,
     /// Recipients per transaction.
     pub max_recipients: usize,
+    /// Refused commands (4xx or 5xx) a session may send; the next command
+    /// then gets 421 and the connection is closed.
+    pub max_errors: usize,
 }
 
 /// What the connection does after sending the reply.
@@ -45,7 +48,7 @@ pub struct Greeting {
 ///
 /// ```
 /// use hedwig::smtp::session::{Action, Session, SessionConfig};
-/// let cfg = SessionConfig { hostname: "mx.test".into(), max_message_size: 1000, max_recipients: 10 };
+/// let cfg = SessionConfig { hostname: "mx.test".into(), max_message_size: 1000, max_recipients: 10, max_errors: 20 };
 /// let mut s = Session::new(cfg);
 /// assert_eq!(s.command(b"HELO client").0.to_string(), "250 mx.test\r\n");
 /// s.command(b"MAIL FROM:<a@b>");
@@ -65,6 +68,8 @@ pub struct Session {
     /// one is out of order (503), DATA after only refused ones has no valid
     /// recipients (554), as Postfix answers.
     rcpt_tried: bool,
+    /// Commands refused so far.
+    errors: usize,
 }
 
 impl Session {
@@ -76,6 +81,7 @@ impl Session {
             mail: None,
             recipients: Vec::new(),
             rcpt_tried: false,
+            errors: 0,
         }
     }
 
@@ -91,6 +97,28 @@ impl Session {
 
     /// Answers one command line (without its CRLF).
     pub fn command(&mut self, line: &[u8]) -> (Reply, Action) {
+        // A client that keeps getting refusals is a broken program or a
+        // probe: it gets a bounded number of them, not a whole idle timeout.
+        if self.errors >= self.config.max_errors {
+            return (
+                replies::too_many_errors(&self.config.hostname),
+                Action::Close,
+            );
+        }
+        let (reply, action) = self.answer(line);
+        if reply.code >= 400 {
+            self.errors += 1;
+        }
+        (reply, action)
+    }
+
+    /// Counts a refusal the connection made itself (a line too long, a
+    /// message refused after DATA) toward `max_errors`.
+    pub fn refused(&mut self) {
+        self.errors += 1;
+    }
+
+    fn answer(&mut self, line: &[u8]) -> (Reply, Action) {
         let cmd = match Command::parse(line) {
             Ok(cmd) => cmd,
             Err(e) => {
@@ -249,6 +277,7 @@ mod tests {
             hostname: "mx.test".into(),
             max_message_size: 1000,
             max_recipients: 2,
+            max_errors: 100,
         })
     }
 
@@ -336,5 +365,27 @@ mod tests {
         assert!(allowed("::ffff:127.0.0.1".parse().unwrap(), &allow));
         assert!(!allowed("10.0.0.1".parse().unwrap(), &allow));
         assert!(!allowed("::1".parse().unwrap(), &allow));
+    }
+
+    #[test]
+    fn too_many_errors_end_the_session() {
+        let mut s = Session::new(SessionConfig {
+            max_errors: 5,
+            ..session().config
+        });
+        for _ in 0..4 {
+            assert!(say(&mut s, b"BOGUS").starts_with("500 5.5.2"));
+        }
+        // Successes do not count; refusals of any kind do.
+        assert!(say(&mut s, b"NOOP").starts_with("250"));
+        assert!(say(&mut s, b"RCPT TO:<a@b>").starts_with("503"));
+        assert_eq!(
+            s.command(b"NOOP"),
+            (replies::too_many_errors("mx.test"), Action::Close)
+        );
+        assert_eq!(
+            replies::too_many_errors("mx.test").to_string(),
+            "421 4.7.0 mx.test Error: too many errors\r\n"
+        );
     }
 }

@@ -30,6 +30,8 @@ pub struct Config {
     pub max_recipients: u32,
     /// Most simultaneous SMTP sessions.
     pub max_connections: u32,
+    /// Refused commands per session before 421.
+    pub max_errors: u32,
     /// The spool directory.
     pub spool: PathBuf,
     /// The fake postoffice.
@@ -69,6 +71,7 @@ impl Config {
             max_message_size: 100_000,
             max_recipients: 5,
             max_connections: 512,
+            max_errors: 20,
             spool: dir.path().join("spool"),
             postoffice,
             postoffice_url: None,
@@ -97,6 +100,7 @@ impl Config {
     max_message_size: {max_message_size},
     max_recipients: {max_recipients},
     max_connections: {max_connections},
+    max_errors: {max_errors},
     spool: {spool:?},
     postoffice: (url: {url:?}, ca_file: {ca_file}, token: {token:?}, retry: (first: {retry_first:?}, max: {retry_max:?}), concurrency: {concurrency}, timeout: {postoffice_timeout:?}),
     timeout: {timeout:?}, data_timeout: {data_timeout:?}, shutdown_timeout: {shutdown_timeout:?}, max_line_length: {max_line_length},
@@ -109,6 +113,7 @@ impl Config {
             max_message_size = self.max_message_size,
             max_recipients = self.max_recipients,
             max_connections = self.max_connections,
+            max_errors = self.max_errors,
             spool = self.spool.display().to_string(),
             url = self
                 .postoffice_url
