@@ -133,6 +133,8 @@ class Handler(socketserver.StreamRequestHandler):
                     mail_from, rcpts = None, []
                     self.reply("250 2.0.0 ok")
                 elif verb == "QUIT":
+                    with lock, open(os.path.join(out_dir, "quits.log"), "a") as f:
+                        f.write(f"{transactions[0]}\n")
                     self.reply("221 2.0.0 bye")
                     return
                 elif verb == "NOOP":

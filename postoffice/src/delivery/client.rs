@@ -16,6 +16,8 @@ use smol::Timer;
 
 use super::stream::Stream;
 
+/// How long a closing QUIT waits for the server's 221.
+const QUIT_WAIT: Duration = Duration::from_secs(5);
 /// Longest reply line we read, and most lines in one reply.
 const MAX_LINE: usize = 4096;
 const MAX_LINES: usize = 100;
@@ -435,6 +437,13 @@ impl Client {
     /// RSET, to leave the connection clean; errors only make it unusable.
     pub async fn reset(&mut self) {
         let _ = self.command(&Command::Rset).await;
+    }
+
+    /// Ends the session as RFC 5321 section 4.1.1.10 asks: QUIT, then the
+    /// server's 221 (or a few seconds), then the close.
+    pub async fn quit(mut self) {
+        self.timeouts.command = self.timeouts.command.min(QUIT_WAIT);
+        let _ = self.command(&Command::Quit).await;
     }
 }
 

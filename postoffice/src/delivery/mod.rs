@@ -44,7 +44,7 @@ pub struct Deliverer<R> {
     metrics: Arc<Metrics>,
     global: Arc<Semaphore>,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
-    pool: pool::Pool,
+    pool: Arc<pool::Pool>,
 }
 
 impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
@@ -65,7 +65,7 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
             metrics,
             global,
             domains: Mutex::default(),
-            pool: pool::Pool::default(),
+            pool: Arc::default(),
         }
     }
 
@@ -73,6 +73,7 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
     /// the next one falls due, never scanning the queue.
     pub async fn run(self, woken: async_channel::Receiver<()>, stop: async_channel::Receiver<()>) {
         let this = Arc::new(self);
+        smol::spawn(pool::sweeper(Arc::downgrade(&this.pool))).detach();
         let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         loop {
             let now = now_ms();
@@ -422,7 +423,7 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
                 }
                 Ok(replies) => {
                     let tls = c.tls();
-                    self.pool.put(addr, host, c, Instant::now());
+                    pool::close_all(self.pool.put(addr, host, c, Instant::now()));
                     return Ok((replies, tls));
                 }
                 Err(e) => return Err(e),
@@ -431,7 +432,7 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
         let mut c = client::Client::connect(addr, host, &self.hostname, policy, timeouts).await?;
         let replies = c.send(envelope, message).await?;
         let tls = c.tls();
-        self.pool.put(addr, host, c, Instant::now());
+        pool::close_all(self.pool.put(addr, host, c, Instant::now()));
         Ok((replies, tls))
     }
 }

@@ -28,25 +28,61 @@ impl Pool {
     pub fn take(&self, addr: SocketAddr, host: &str, now: Instant) -> Option<Client> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(&(addr, host.to_string()))?;
-        while let Some((client, since)) = list.pop() {
-            if now.duration_since(since) < IDLE {
-                return Some(client);
-            }
+        // The newest is last; if it has idled too long, so have the rest,
+        // which the next sweep closes.
+        let (_, since) = list.last()?;
+        if now.duration_since(*since) < IDLE {
+            list.pop().map(|(client, _)| client)
+        } else {
+            None
         }
-        None
     }
 
-    /// Keeps `client` for the next message; drops what has idled too long.
-    pub fn put(&self, addr: SocketAddr, host: &str, client: Client, now: Instant) {
+    /// Keeps `client` for the next message; returns it when the server
+    /// already has PER_SERVER idle ones, for the caller to close.
+    pub fn put(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        client: Client,
+        now: Instant,
+    ) -> Option<Client> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // Dropping a connection closes it; the server sees EOF instead of QUIT, which is allowed.
-        idle.retain(|_, list| {
-            list.retain(|(_, since)| now.duration_since(*since) < IDLE);
-            !list.is_empty()
-        });
         let list = idle.entry((addr, host.to_string())).or_default();
         if list.len() < PER_SERVER {
             list.push((client, now));
+            None
+        } else {
+            Some(client)
         }
+    }
+
+    /// Takes out every connection idle for IDLE or longer, to be closed.
+    pub fn sweep(&self, now: Instant) -> Vec<Client> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stale = Vec::new();
+        idle.retain(|_, list| {
+            let fresh = list.partition_point(|(_, since)| now.duration_since(*since) >= IDLE);
+            stale.extend(list.drain(..fresh).map(|(client, _)| client));
+            !list.is_empty()
+        });
+        stale
+    }
+}
+
+/// Closes connections off the pool with QUIT, in the background.
+pub fn close_all(clients: impl IntoIterator<Item = Client>) {
+    for client in clients {
+        smol::spawn(client.quit()).detach();
+    }
+}
+
+/// Sweeps `pool` every IDLE, closing what idled too long, until the pool is
+/// gone.
+pub async fn sweeper(pool: std::sync::Weak<Pool>) {
+    loop {
+        smol::Timer::after(IDLE).await;
+        let Some(pool) = pool.upgrade() else { return };
+        close_all(pool.sweep(Instant::now()));
     }
 }
