@@ -34,18 +34,16 @@ pub fn rfc5322_date(t: SystemTime) -> String {
 /// ```
 pub fn normalize_newlines(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len() + input.len() / 32);
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'\r' if input.get(i + 1) == Some(&b'\n') => {
-                out.extend_from_slice(b"\r\n");
-                i += 1;
-            }
-            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
-        }
-        i += 1;
+    // The text between line ends is copied whole; each CRLF, bare CR or
+    // bare LF becomes one CRLF.
+    let mut rest = input;
+    while let Some(i) = memchr::memchr2(b'\r', b'\n', rest) {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(b"\r\n");
+        let crlf = rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n');
+        rest = &rest[i + if crlf { 2 } else { 1 }..];
     }
+    out.extend_from_slice(rest);
     out
 }
 
@@ -230,6 +228,24 @@ fn field_name(line: &[u8]) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn normalize_newlines_turns_every_line_end_into_one_crlf() {
+        let cases: [(&[u8], &[u8]); 8] = [
+            (b"", b""),
+            (b"\r", b"\r\n"),
+            (b"\n", b"\r\n"),
+            (b"\r\r\n", b"\r\n\r\n"),
+            (b"\n\r", b"\r\n\r\n"),
+            (b"a\r", b"a\r\n"),
+            (b"no line end", b"no line end"),
+            (b"x\r\ny\nz\rw\r\n", b"x\r\ny\r\nz\r\nw\r\n"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize_newlines(input), want, "{input:?}");
+        }
+    }
+
     use super::*;
 
     fn stamp(msg: &[u8], chunk: usize) -> String {

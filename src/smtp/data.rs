@@ -195,13 +195,17 @@ impl DataReceiver {
 /// assert_eq!(out, b"..hidden\r\nlast\r\n.\r\n");
 /// ```
 pub fn stuff(message: &[u8], out: &mut Vec<u8>) {
-    let mut at_line_start = true;
-    for &b in message {
-        if at_line_start && b == b'.' {
+    out.reserve(message.len() + 5);
+    // Line by line: a whole line is copied at once, a dot added before it
+    // when it starts with one.
+    let mut rest = message;
+    while let Some(&first) = rest.first() {
+        if first == b'.' {
             out.push(b'.');
         }
-        out.push(b);
-        at_line_start = b == b'\n';
+        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+        out.extend_from_slice(&rest[..end]);
+        rest = &rest[end..];
     }
     if !message.is_empty() && !message.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
