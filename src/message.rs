@@ -56,7 +56,9 @@ pub struct Trace<'a> {
     pub client_ip: std::net::IpAddr,
     /// Our hostname.
     pub by: &'a str,
-    /// `SMTP`, `ESMTP`, `UTF8SMTP` (RFC 3848).
+    /// What received it: `hedwig mailman` or `hedwig postoffice`.
+    pub software: &'a str,
+    /// `SMTP`, `ESMTP`, `UTF8SMTP` (RFC 3848), or `HTTP`/`HTTPS` for postoffice's API.
     pub protocol: &'a str,
     /// The queue id.
     pub id: &'a str,
@@ -80,8 +82,8 @@ impl Trace<'_> {
             .take(255)
             .collect();
         let mut h = format!(
-            "Received: from {helo} ([{ip}])\r\n\tby {} (hedwig mailman) with {} id {}",
-            self.by, self.protocol, self.id
+            "Received: from {helo} ([{ip}])\r\n\tby {} ({}) with {} id {}",
+            self.by, self.software, self.protocol, self.id
         );
         if let Some(rcpt) = self.for_rcpt {
             h.push_str(&format!("\r\n\tfor <{rcpt}>"));
@@ -312,6 +314,7 @@ mod tests {
             helo: "client.test",
             client_ip: "127.0.0.1".parse().unwrap(),
             by: "mx.test",
+            software: "hedwig mailman",
             protocol: "ESMTP",
             id: "ABC",
             for_rcpt: Some("a@b"),

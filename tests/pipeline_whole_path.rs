@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::clients::msmtp;
 use common::mailman::{Config, Mailman};
-use common::message::{check_arrived, crlf};
+use common::message::{check_arrived, crlf, strip_received};
 use common::stack::{dnsmasq, free_port, host_ip, Postoffice, Sink};
 use common::TestDir;
 
@@ -80,9 +80,21 @@ fn msmtp_to_mailman_to_postoffice_to_mx() {
     assert_eq!(one.from, "app@origin.test");
     assert_eq!(one.to, ["a@dest.test", "b@dest.test"]);
     assert_eq!(two.to, ["c@dest.test"]);
-    check_arrived(&one.bytes, &full)
-        .unwrap_or_else(|e| panic!("first message: {e}\n{}", one.text()));
-    check_arrived(&two.bytes, &bare)
-        .unwrap_or_else(|e| panic!("second message: {e}\n{}", two.text()));
+    // On top, postoffice's trace (from mailman's address, over HTTP, naming
+    // the one recipient only when there is one); below it, mailman's.
+    for (got, sent, rcpt) in [(one, &full, None), (two, &bare, Some("c@dest.test"))] {
+        let (trace, rest) = strip_received(&got.bytes).expect("postoffice's Received");
+        let trace = String::from_utf8_lossy(trace);
+        assert!(
+            trace.starts_with("Received: from 127.")
+                && trace.contains("\r\n\tby po.test (hedwig postoffice) with HTTP id ")
+                && trace.contains("for <") == rcpt.is_some(),
+            "postoffice's trace: {trace:?}"
+        );
+        if let Some(rcpt) = rcpt {
+            assert!(trace.contains(&format!("for <{rcpt}>")), "{trace:?}");
+        }
+        check_arrived(rest, sent).unwrap_or_else(|e| panic!("{e}\n{}", got.text()));
+    }
     assert!(po.log().contains("relay=mx.dest.test["), "{}", po.log());
 }

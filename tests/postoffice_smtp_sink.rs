@@ -80,6 +80,19 @@ fn smtp_sink_receives_identical_bytes_in_one_transaction() {
     {
         lines.next();
     }
+    // Then postoffice's own trace field.
+    let mut trace = lines.next().unwrap_or_default().to_string();
+    while lines
+        .peek()
+        .is_some_and(|l| l.starts_with('\t') || l.starts_with(' '))
+    {
+        trace.push_str(lines.next().unwrap_or_default());
+    }
+    assert!(
+        trace.starts_with("Received: from 127.")
+            && trace.contains("by po.test (hedwig postoffice) with HTTP id"),
+        "{dump}"
+    );
     let body: String = lines.collect();
     // The dump ends with one empty line of smtp-sink's own.
     let body = body.strip_suffix('\n').unwrap_or(&body);

@@ -223,6 +223,7 @@ impl Conn {
             helo: session.greeting().map_or("unknown", |g| &g.name),
             client_ip: self.peer.ip(),
             by: &shared.session.hostname,
+            software: "hedwig mailman",
             protocol: session::protocol(session.greeting(), params.smtputf8),
             id: &id,
             for_rcpt: (envelope.to.len() == 1).then(|| envelope.to[0].as_str()),

@@ -93,6 +93,7 @@ async fn run(config: Postoffice) -> Result<(), String> {
         metrics: metrics.clone(),
         hostname: hostname.clone().into(),
         body_timeout: Duration::from_secs(300),
+        https: tls.is_some(),
     };
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let stopped = {

@@ -485,3 +485,17 @@ pub fn raw_path(from: &str, to: &[&str]) -> String {
 pub fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"))
 }
+
+/// The message as posted: `bytes` without the `Received:` field postoffice
+/// puts on top (checked to be there, naming postoffice and HTTP).
+#[track_caller]
+pub fn without_trace(bytes: &[u8]) -> &[u8] {
+    let (trace, rest) = super::message::strip_received(bytes)
+        .unwrap_or_else(|e| panic!("no Received: from postoffice: {e}"));
+    let trace = String::from_utf8_lossy(trace);
+    assert!(
+        trace.contains("(hedwig postoffice) with HTTP"),
+        "not postoffice's trace: {trace:?}"
+    );
+    rest
+}

@@ -33,6 +33,8 @@ pub struct State {
     pub hostname: Arc<str>,
     /// How long a request body may take to arrive.
     pub body_timeout: Duration,
+    /// Whether the API is served over HTTPS (for the `Received:` header).
+    pub https: bool,
 }
 
 /// The TLS acceptor when postoffice serves HTTPS itself.
@@ -80,7 +82,7 @@ pub async fn serve(
             let tls = tls.clone();
             smol::spawn(async move {
                 let result = match tls {
-                    None => serve_one(stream, &app).await,
+                    None => serve_one(stream, peer, &app).await,
                     Some(acceptor) => {
                         let handshake =
                             async { acceptor.accept(stream).await.map_err(|e| e.to_string()) }
@@ -93,6 +95,7 @@ pub async fn serve(
                             Ok(tls_stream) => {
                                 serve_one(
                                     async_dup::Arc::new(async_dup::Mutex::new(tls_stream)),
+                                    peer,
                                     &app,
                                 )
                                 .await
@@ -112,13 +115,19 @@ pub async fn serve(
 }
 
 /// Serves HTTP/1.1 requests on one connection until it closes.
-async fn serve_one<RW>(io: RW, app: &Arc<tide::Server<State>>) -> Result<(), String>
+async fn serve_one<RW>(
+    io: RW,
+    peer: std::net::SocketAddr,
+    app: &Arc<tide::Server<State>>,
+) -> Result<(), String>
 where
     RW: futures_lite::AsyncRead + futures_lite::AsyncWrite + Clone + Send + Sync + Unpin + 'static,
 {
     let app = app.clone();
-    async_h1::accept(io, move |req| {
+    async_h1::accept(io, move |mut req| {
         let app = app.clone();
+        // The client's address, for the Received: header of what it posts.
+        req.set_peer_addr(Some(peer));
         async move { app.respond(req).await }
     })
     .await

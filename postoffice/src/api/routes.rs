@@ -187,7 +187,11 @@ async fn post_message(mut req: Request<State>) -> tide::Result {
     if message.len() as u64 > req.state().max_message_size {
         return Ok(error(StatusCode::PayloadTooLarge, "message too large"));
     }
-    accept(req.state(), envelope, key, message).await
+    let client = req
+        .peer_addr()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip());
+    accept(req.state(), envelope, key, message, client).await
 }
 
 /// Queues durably, then answers 202; a repeated key answers the first id.
@@ -196,11 +200,37 @@ async fn accept(
     envelope: Envelope,
     key: Option<String>,
     message: Vec<u8>,
+    client: Option<std::net::IpAddr>,
 ) -> tide::Result {
     let queue = state.queue.clone();
     let size = message.len();
     let env = envelope.clone();
-    let result = smol::unblock(move || queue.add(&env, key.as_deref(), &message, now_ms())).await;
+    let (hostname, https) = (state.hostname.clone(), state.https);
+    // RFC 5321 section 4.4's trace, as every MTA hop adds one: who posted it,
+    // over what, and the id to grep postoffice's log for.
+    let received = move |id: &str| {
+        let ip = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        let name = ip.to_string();
+        let for_rcpt = match env.to.as_slice() {
+            [one] => Some(one.as_str()),
+            _ => None,
+        };
+        hedwig::message::Trace {
+            helo: &name,
+            client_ip: ip,
+            by: &hostname,
+            software: "hedwig postoffice",
+            protocol: if https { "HTTPS" } else { "HTTP" },
+            id,
+            for_rcpt,
+            time: SystemTime::now(),
+        }
+        .received()
+    };
+    let env = envelope.clone();
+    let result =
+        smol::unblock(move || queue.add_traced(&env, key.as_deref(), &message, now_ms(), received))
+            .await;
     match result {
         Ok((id, true)) => {
             state.metrics.accepted(envelope.to.len());

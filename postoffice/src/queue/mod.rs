@@ -121,6 +121,19 @@ impl Queue {
         message: &[u8],
         now: u64,
     ) -> Result<(String, bool), AddError> {
+        self.add_traced(envelope, key, message, now, |_| String::new())
+    }
+
+    /// [`Queue::add`], with the header field `trace` makes from the new id
+    /// (a `Received:`) written before the message.
+    pub fn add_traced(
+        &self,
+        envelope: &Envelope,
+        key: Option<&str>,
+        message: &[u8],
+        now: u64,
+        trace: impl FnOnce(&str) -> String,
+    ) -> Result<(String, bool), AddError> {
         if let Some(k) = key {
             let mut inner = self.lock();
             match inner.keys.get(k) {
@@ -130,7 +143,10 @@ impl Queue {
             };
         }
         let id = hedwig::id::new(std::time::UNIX_EPOCH + std::time::Duration::from_millis(now));
-        let written = self.store.add(&id, envelope, key, message);
+        let head = trace(&id);
+        let written = self
+            .store
+            .add(&id, envelope, key, &[head.as_bytes(), message]);
         let mut inner = self.lock();
         if let Err(e) = written {
             if let Some(k) = key {
@@ -143,7 +159,7 @@ impl Queue {
             id.clone(),
             envelope.sender().into(),
             &to,
-            message.len() as u64,
+            (head.len() + message.len()) as u64,
             key.map(String::from),
             now,
         );

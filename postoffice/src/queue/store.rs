@@ -41,10 +41,12 @@ impl Store {
         id: &str,
         envelope: &Envelope,
         key: Option<&str>,
-        message: &[u8],
+        parts: &[&[u8]],
     ) -> io::Result<()> {
         let mut w = self.spool.create(id, envelope, key)?;
-        w.write(message)?;
+        for part in parts {
+            w.write(part)?;
+        }
         w.commit()
     }
 
@@ -168,7 +170,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let id = hedwig::id::new(std::time::SystemTime::now());
         store
-            .add(&id, &envelope(), Some("k"), b"Subject: x\r\n\r\n")
+            .add(&id, &envelope(), Some("k"), &[b"Subject: x\r\n\r\n"])
             .unwrap();
         let loaded = Store::open(dir.path()).unwrap().load(5).unwrap();
         assert_eq!(loaded.len(), 1);
