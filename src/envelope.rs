@@ -17,4 +17,13 @@ impl Envelope {
     pub fn sender(&self) -> &str {
         self.from.as_ref().map_or("", Address::as_str)
     }
+
+    /// The recipient when there is exactly one: what a `Received:` field
+    /// may name in `for`, so that no Bcc recipient is shown to the others.
+    pub fn sole_recipient(&self) -> Option<&str> {
+        match self.to.as_slice() {
+            [one] => Some(one.as_str()),
+            _ => None,
+        }
+    }
 }

@@ -230,6 +230,7 @@ fn field_name(line: &[u8]) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn normalize_newlines_turns_every_line_end_into_one_crlf() {
@@ -247,8 +248,6 @@ mod tests {
             assert_eq!(normalize_newlines(input), want, "{input:?}");
         }
     }
-
-    use super::*;
 
     fn stamp(msg: &[u8], chunk: usize) -> String {
         let mut s = Stamper::new("Received: x\r\n".into(), "D".into(), "M@h".into(), 200);

@@ -6,34 +6,22 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use common::mailman::{Config, Mailman};
 use common::smtp::Smtp;
-use common::stack::{Postoffice, Sink};
+use common::stack::{openssl, Postoffice, Sink};
 use common::{spool_files, wait_until, TestDir};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
-
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A private CA and a certificate it signed for `ip`: (ca.crt, po.crt, po.key).
 fn private_ca(dir: &TestDir, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
     let d = dir.path();
     openssl(
+        d,
         &[
             "req",
             "-x509",
@@ -49,9 +37,9 @@ fn private_ca(dir: &TestDir, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
             "-out",
             "ca.crt",
         ],
-        d,
     );
     openssl(
+        d,
         &[
             "req",
             "-newkey",
@@ -64,7 +52,6 @@ fn private_ca(dir: &TestDir, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
             "-out",
             "po.csr",
         ],
-        d,
     );
     std::fs::write(
         d.join("po.ext"),
@@ -72,6 +59,7 @@ fn private_ca(dir: &TestDir, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
     )
     .expect("ext");
     openssl(
+        d,
         &[
             "x509",
             "-req",
@@ -89,7 +77,6 @@ fn private_ca(dir: &TestDir, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
             "-out",
             "po.crt",
         ],
-        d,
     );
     (d.join("ca.crt"), d.join("po.crt"), d.join("po.key"))
 }

@@ -226,7 +226,7 @@ impl Conn {
             software: "hedwig mailman",
             protocol: session::protocol(session.greeting(), params.smtputf8),
             id: &id,
-            for_rcpt: (envelope.to.len() == 1).then(|| envelope.to[0].as_str()),
+            for_rcpt: envelope.sole_recipient(),
             time: now,
         };
         let message_id = format!("{id}@{}", shared.session.hostname);

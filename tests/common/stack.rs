@@ -442,28 +442,42 @@ impl Postoffice {
 
 /// A self-signed certificate and key (PEM, PKCS#8) for `name`, made by openssl.
 pub fn self_signed(dir: &TestDir, name: &str) -> (PathBuf, PathBuf) {
-    let cert = dir.path().join(format!("{name}.crt"));
-    let key = dir.path().join(format!("{name}.key"));
+    let (cert, key) = (format!("{name}.crt"), format!("{name}.key"));
+    openssl(
+        dir.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{name}"),
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+        ],
+    );
+    (dir.path().join(cert), dir.path().join(key))
+}
+
+/// Runs the openssl command in `dir`; panics with its stderr if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .arg("-subj")
-        .arg(format!("/CN={name}"))
-        .arg("-addext")
-        .arg(format!("subjectAltName=DNS:{name}"))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
+        .args(args)
+        .current_dir(dir)
         .output()
         .expect("run openssl");
     assert!(
         out.status.success(),
-        "openssl: {}",
+        "openssl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (cert, key)
 }
 
 /// `/v1/messages?from=..&to=..` with form encoding.

@@ -206,31 +206,26 @@ async fn accept(
     let size = message.len();
     let env = envelope.clone();
     let (hostname, https) = (state.hostname.clone(), state.https);
-    // RFC 5321 section 4.4's trace, as every MTA hop adds one: who posted it,
-    // over what, and the id to grep postoffice's log for.
-    let received = move |id: &str| {
-        let ip = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-        let name = ip.to_string();
-        let for_rcpt = match env.to.as_slice() {
-            [one] => Some(one.as_str()),
-            _ => None,
+    let result = smol::unblock(move || {
+        // RFC 5321 section 4.4's trace, as every MTA hop adds one: who posted
+        // it, over what, and the id to grep postoffice's log for.
+        let received = |id: &str| {
+            let ip = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+            hedwig::message::Trace {
+                helo: &ip.to_string(),
+                client_ip: ip,
+                by: &hostname,
+                software: "hedwig postoffice",
+                protocol: if https { "HTTPS" } else { "HTTP" },
+                id,
+                for_rcpt: env.sole_recipient(),
+                time: SystemTime::now(),
+            }
+            .received()
         };
-        hedwig::message::Trace {
-            helo: &name,
-            client_ip: ip,
-            by: &hostname,
-            software: "hedwig postoffice",
-            protocol: if https { "HTTPS" } else { "HTTP" },
-            id,
-            for_rcpt,
-            time: SystemTime::now(),
-        }
-        .received()
-    };
-    let env = envelope.clone();
-    let result =
-        smol::unblock(move || queue.add_traced(&env, key.as_deref(), &message, now_ms(), received))
-            .await;
+        queue.add_traced(&env, key.as_deref(), &message, now_ms(), received)
+    })
+    .await;
     match result {
         Ok((id, true)) => {
             state.metrics.accepted(envelope.to.len());
