@@ -19,6 +19,7 @@ mod api;
 mod bounce;
 mod compose;
 mod delivery;
+mod dkim;
 mod dns;
 mod metrics;
 mod queue;
@@ -46,6 +47,8 @@ pub fn now_ms() -> u64 {
 fn main() -> ExitCode {
     let version = env!("CARGO_PKG_VERSION");
     let section = hedwig::config::Config::into_postoffice;
+    // So --check (and start) load each DKIM key, and name a bad one by position.
+    hedwig::config::check_keys_with(dkim::key::check);
     match hedwig::cli::start("postoffice", version, ABOUT, section, |c| c.log_level) {
         Ok(config) => hedwig::cli::exit("postoffice", smol::block_on(run(config))),
         Err(code) => code,
@@ -74,6 +77,10 @@ async fn run(config: Postoffice) -> Result<(), String> {
         Some(t) => Some(Arc::new(api::tls_acceptor(&t.cert, &t.key).await?)),
         None => None,
     };
+    let signer = dkim::Signer::load(&config.dkim).map_err(|e| format!("dkim: {e}"))?;
+    for key in signer.describe() {
+        log::info!("DKIM: signing mail from {key}");
+    }
     let metrics = Arc::new(metrics::Metrics::default());
     let resolver = dns::Resolver::new(&config.dns).map_err(|e| format!("dns: {e}"))?;
     let listener = TcpListener::bind(config.listen)
@@ -103,8 +110,14 @@ async fn run(config: Postoffice) -> Result<(), String> {
         }
     };
     let api = smol::spawn(api::serve(listener, state, tls, stopped));
-    let deliverer =
-        delivery::Deliverer::new(queue, resolver, config.delivery.clone(), hostname, metrics);
+    let deliverer = delivery::Deliverer::new(
+        queue,
+        resolver,
+        config.delivery.clone(),
+        hostname,
+        metrics,
+        Arc::new(signer),
+    );
     let delivery = smol::spawn(deliverer.run(woken, stop_rx));
     if let Some(Ok(signal)) = signals.next().await {
         log::info!("received {signal:?}: stopping");

@@ -24,6 +24,7 @@
 
 mod de;
 mod delivery;
+mod dkim;
 mod error;
 mod mailman;
 mod net;
@@ -38,6 +39,7 @@ use ron::extensions::Extensions;
 use serde::Deserialize;
 
 pub use delivery::{Delivery, DeliveryRetry, StartTls};
+pub use dkim::{check_keys_with, DkimKey, KeyCheck};
 pub use error::ConfigError;
 pub use mailman::Mailman;
 pub use net::{system_hostname, AddrError, Listen, Route};

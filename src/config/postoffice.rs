@@ -9,6 +9,7 @@ use serde::de::{Deserialize, Deserializer, Error as _};
 
 use super::de::{self, Checked, Secret};
 use super::delivery::Delivery;
+use super::dkim::{self, DkimKey};
 use super::net;
 use super::token::Token;
 
@@ -31,6 +32,8 @@ pub struct Postoffice {
     pub dns: Dns,
     /// Outbound SMTP delivery.
     pub delivery: Delivery,
+    /// DKIM signing keys; mail whose From: domain none covers goes unsigned.
+    pub dkim: Vec<DkimKey>,
     /// Log level; RUST_LOG, when set, overrides it.
     pub log_level: LevelFilter,
 }
@@ -69,6 +72,8 @@ struct RawPostoffice {
     dns: Dns,
     #[serde(default)]
     delivery: Delivery,
+    #[serde(default, deserialize_with = "dkim::keys")]
+    dkim: Vec<DkimKey>,
     #[serde(default = "de::default_log_level", deserialize_with = "de::log_level")]
     log_level: LevelFilter,
 }
@@ -93,6 +98,7 @@ impl<'de> Deserialize<'de> for Postoffice {
             max_message_size: raw.max_message_size,
             dns: raw.dns,
             delivery: raw.delivery,
+            dkim: raw.dkim,
             log_level: raw.log_level,
         })
     }
@@ -158,6 +164,7 @@ mod tests {
         assert_eq!(p.max_message_size, 25 << 20);
         assert_eq!(p.dns, Dns::System);
         assert_eq!(p.log_level, LevelFilter::Info);
+        assert!(p.dkim.is_empty());
         // The delivery sub-section's defaults are tested in delivery.rs.
     }
 
@@ -174,8 +181,19 @@ mod tests {
             max_message_size: "10MB",
             dns: Nameservers(["127.0.0.1:5353", "[::1]:53"]),
             delivery: (port: 2525),
+            dkim: [
+                (domain: "Example.org", selector: "hedwig2026", key: "/etc/hedwig/dkim/example.org.pem"),
+                (domain: "example.org", selector: "ed2026", key: "/etc/hedwig/dkim/example.org.ed25519.pem"),
+            ],
             log_level: "trace",
             "#,
+        );
+        assert_eq!(p.dkim.len(), 2);
+        assert_eq!(p.dkim[0].domain, "example.org");
+        assert_eq!(p.dkim[1].record_name(), "ed2026._domainkey.example.org");
+        assert_eq!(
+            p.dkim[1].key,
+            PathBuf::from("/etc/hedwig/dkim/example.org.ed25519.pem")
         );
         assert_eq!(p.listen, "127.0.0.1:0".parse().unwrap());
         let tls = Tls {
@@ -261,6 +279,23 @@ mod tests {
         assert_eq!(
             error(r#"tokens: ["t"], tls: (cert: "/c")"#),
             "hedwig.ron:1:46: postoffice.tls: missing field `key`"
+        );
+        assert_eq!(
+            error(r#"tokens: ["t"], dkim: [(domain: "a b", selector: "s", key: "/k")]"#),
+            "hedwig.ron:1:47: postoffice.dkim.domain: invalid hostname \"a b\""
+        );
+        assert_eq!(
+            error(r#"tokens: ["t"], dkim: [(domain: "a.org", selector: "s", key: "")]"#),
+            "hedwig.ron:1:76: postoffice.dkim.key: path is empty"
+        );
+        assert_eq!(
+            error(r#"tokens: ["t"], dkim: [(domain: "a.org", selector: "s")]"#),
+            "hedwig.ron:1:68: postoffice.dkim: missing field `key`"
+        );
+        let twice = r#"tokens: ["t"], dkim: [(domain: "a.org", selector: "s", key: "/1"), (domain: "A.org", selector: "s", key: "/2")]"#;
+        assert_eq!(
+            error(twice),
+            "hedwig.ron:1:125: postoffice.dkim: selector \"s\" of domain \"a.org\" given twice"
         );
     }
 }

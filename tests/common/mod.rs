@@ -20,9 +20,11 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod dkim;
 pub mod faults;
 pub mod mailman;
 pub mod message;
+pub mod postfix;
 pub mod postoffice;
 pub mod smtp;
 pub mod stack;

@@ -25,6 +25,7 @@ use hedwig::smtp::reply::Reply;
 use smol::Timer;
 
 use crate::bounce;
+use crate::dkim::Signer;
 use crate::dns::{DnsError, Resolve, Target};
 use crate::metrics::Metrics;
 use crate::now_ms;
@@ -42,6 +43,7 @@ pub struct Deliverer<R> {
     config: Delivery,
     hostname: String,
     metrics: Arc<Metrics>,
+    signer: Arc<Signer>,
     global: Arc<Semaphore>,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
     pool: Arc<pool::Pool>,
@@ -55,6 +57,7 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
         config: Delivery,
         hostname: String,
         metrics: Arc<Metrics>,
+        signer: Arc<Signer>,
     ) -> Self {
         let global = Arc::new(Semaphore::new(config.concurrency));
         Deliverer {
@@ -63,6 +66,7 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
             config,
             hostname,
             metrics,
+            signer,
             global,
             domains: Mutex::default(),
             pool: Arc::default(),
@@ -121,8 +125,13 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
     async fn deliver(self: Arc<Self>, record: Record, due: Vec<usize>) {
         let id = record.id.clone();
         let queue = self.queue.clone();
-        let owned = id.clone();
-        let message = match smol::unblock(move || queue.message(&owned)).await {
+        let (owned, signer) = (id.clone(), self.signer.clone());
+        // Signed as it leaves the queue, with the keys configured now.
+        let read = move || {
+            let m = queue.message(&owned)?;
+            Ok::<_, std::io::Error>(signer.signed(&owned, m, SystemTime::now()))
+        };
+        let message = match smol::unblock(read).await {
             Ok(m) => Arc::new(m),
             Err(e) => {
                 log::error!("{id}: cannot read queued message: {e}");
