@@ -65,6 +65,107 @@ fn headers_of(message: &[u8]) -> &[u8] {
     &message[..end.min(MAX_RETURNED_HEADERS)]
 }
 
+/// The message/delivery-status body (RFC 3464): the per-message fields,
+/// then one block per recipient; 7bit, long values folded.
+fn delivery_status(
+    hostname: &str,
+    original: &Original<'_>,
+    failed: &[Failed<'_>],
+    now: SystemTime,
+) -> String {
+    let mut out = String::new();
+    field(&mut out, "Reporting-MTA", &format!("dns; {hostname}"));
+    field(&mut out, "X-Hedwig-Queue-ID", &clean(original.id));
+    field(&mut out, "Arrival-Date", &rfc5322_date(original.arrival));
+    for f in failed {
+        out.push_str("\r\n");
+        let recipient = address_field(f.recipient);
+        field(&mut out, "Final-Recipient", &recipient);
+        field(&mut out, "Original-Recipient", &recipient);
+        field(&mut out, "Action", "failed");
+        field(&mut out, "Status", &clean(&f.status));
+        if let Some(mta) = f.remote_mta {
+            field(&mut out, "Remote-MTA", &format!("dns; {}", clean(mta)));
+        }
+        if let Some(d) = f.diagnostic {
+            field(&mut out, "Diagnostic-Code", &format!("smtp; {}", clean(d)));
+        }
+        field(&mut out, "Last-Attempt-Date", &rfc5322_date(now));
+    }
+    out
+}
+
+/// An address-type and address (RFC 3464 section 2.3.2): `rfc822; a@b`, or
+/// for an address with non-ASCII characters RFC 6533's `utf-8;` type in its
+/// 7-bit form, each such character (and `+`, `=`, `\`) written `\x{HEX}`.
+fn address_field(address: &str) -> String {
+    let address = clean(address);
+    if address.is_ascii() {
+        return format!("rfc822; {address}");
+    }
+    let mut out = String::from("utf-8; ");
+    for c in address.chars() {
+        // QCHAR (RFC 6533 section 3) is printable ASCII but these three.
+        if c.is_ascii_graphic() && !matches!(c, '+' | '=' | '\\') {
+            out.push(c);
+        } else {
+            let _ = write!(out, "\\x{{{:X}}}", c as u32);
+        }
+    }
+    out
+}
+
+/// Longest line we write in the status part (RFC 5322 section 2.1.1's 78).
+const WIDTH: usize = 78;
+/// Longest word: a line may never pass 998 characters, and only whitespace
+/// may be folded.
+const MAX_WORD: usize = 900;
+
+/// Appends `Name: value` CRLF, folded at spaces so lines stay within WIDTH
+/// where the words allow (RFC 5322 section 2.2.3); a parser unfolds it whole.
+fn field(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push(':');
+    let mut line = name.len() + 1;
+    for word in value.split(' ').filter(|w| !w.is_empty()) {
+        let word = match word.char_indices().nth(MAX_WORD) {
+            Some((cut, _)) => &word[..cut],
+            None => word,
+        };
+        if line + 1 + word.len() > WIDTH && line > name.len() + 1 {
+            out.push_str("\r\n");
+            line = 0;
+        }
+        out.push(' ');
+        out.push_str(word);
+        line += 1 + word.len();
+    }
+    out.push_str("\r\n");
+}
+
+/// The RFC 3463 status for a DSN: the remote's enhanced code when it gave a
+/// permanent one, else one that opens our own error (e.g. `5.6.7` for a
+/// UTF-8 address the MX cannot take), 4.4.7 for an expired deferral, else
+/// 5.0.0.
+pub fn status_of(reply: Option<&str>, error: Option<&str>) -> String {
+    // The enhanced code opening `text`; a reply's comes after "550 " or "550-".
+    let code = |text: Option<&str>, skip: usize| {
+        let word = text?.get(skip..)?.split_whitespace().next()?;
+        let parts: Vec<&str> = word.split('.').collect();
+        let digits =
+            |p: &&str| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
+        (parts.len() == 3 && parts.iter().all(digits) && parts[0] == "5").then(|| word.to_string())
+    };
+    if let Some(c) = code(reply, 4).or_else(|| code(error, 0)) {
+        return c;
+    }
+    if error.is_some_and(|e| e.starts_with("gave up")) {
+        "4.4.7".into()
+    } else {
+        "5.0.0".into()
+    }
+}
+
 /// Builds the DSN: its envelope (null sender, to the original sender) and bytes.
 pub fn dsn(
     hostname: &str,
@@ -90,27 +191,9 @@ pub fn dsn(
         }
         text.push_str("\r\n");
     }
-    let mut status = format!(
-        "Reporting-MTA: dns; {hostname}\r\nX-Hedwig-Queue-ID: {}\r\nArrival-Date: {}\r\n",
-        clean(original.id),
-        rfc5322_date(original.arrival)
-    );
-    for f in failed {
-        let _ = write!(
-            status,
-            "\r\nFinal-Recipient: rfc822; {r}\r\nOriginal-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: {}\r\n",
-            clean(&f.status),
-            r = clean(f.recipient)
-        );
-        if let Some(mta) = f.remote_mta {
-            let _ = write!(status, "Remote-MTA: dns; {}\r\n", clean(mta));
-        }
-        if let Some(d) = f.diagnostic {
-            let _ = write!(status, "Diagnostic-Code: smtp; {}\r\n", clean(d));
-        }
-        let _ = write!(status, "Last-Attempt-Date: {}\r\n", rfc5322_date(now));
-    }
+    let status = delivery_status(hostname, original, failed, now);
     let headers = hedwig::message::normalize_newlines(headers_of(original.message));
+    let headers_encoding = if headers.is_ascii() { "7bit" } else { "8bit" };
     let report = MimePart::new(
         ContentType::new("multipart/report").attribute("report-type", "delivery-status"),
         BodyPart::Multipart(vec![
@@ -118,14 +201,19 @@ pub fn dsn(
                 ContentType::new("text/plain").attribute("charset", "utf-8"),
                 BodyPart::Text(text.into()),
             ),
+            // 7bit as RFC 3464 section 2.1 requires: parsers read the fields
+            // as they stand, so quoted-printable would cut long ones short.
             MimePart::new(
                 ContentType::new("message/delivery-status"),
-                BodyPart::Text(status.into()),
-            ),
+                BodyPart::Binary(status.into_bytes().into()),
+            )
+            .transfer_encoding("7bit"),
+            // As they are, not base64, so a person and a bounce parser read them.
             MimePart::new(
                 ContentType::new("text/rfc822-headers"),
                 BodyPart::Binary(headers.into()),
-            ),
+            )
+            .transfer_encoding(headers_encoding),
         ]),
     );
     let daemon = format!("MAILER-DAEMON@{hostname}");
@@ -155,6 +243,99 @@ pub fn dsn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LONG: &str = "550-5.7.1 [192.0.2.1] The user or domain that you are sending to (or from) has a policy that prohibited the mail that you sent. Please contact your domain administrator for further details. To learn more, visit https://support.example.com/mail/answer/10002 a1-20020a170906";
+
+    fn long_and_utf8() -> (Envelope, Vec<u8>) {
+        let original = Original {
+            id: "ABC",
+            from: "sender@origin.test",
+            arrival: SystemTime::UNIX_EPOCH,
+            message: b"Subject: hello\r\nFrom: sender@origin.test\r\n\r\nbody\r\n",
+        };
+        let failed = [
+            Failed {
+                recipient: "long@dest.test",
+                status: status_of(Some(LONG), None),
+                diagnostic: Some(LONG),
+                remote_mta: Some("mx.dest.test"),
+                reason: "remote said 550",
+            },
+            Failed {
+                recipient: "用户+tag@例子.test",
+                status: status_of(
+                    None,
+                    Some("5.6.7 non-ASCII address, and the server does not offer SMTPUTF8"),
+                ),
+                diagnostic: None,
+                remote_mta: None,
+                reason: "5.6.7 non-ASCII address, and the server does not offer SMTPUTF8",
+            },
+        ];
+        dsn(
+            "po.test",
+            &original,
+            &failed,
+            SystemTime::UNIX_EPOCH,
+            "id@po.test",
+        )
+    }
+
+    #[test]
+    fn status_is_7bit_folded_and_readable_whole() {
+        let (_, bytes) = long_and_utf8();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let status = &text[text.find("Reporting-MTA").unwrap()..];
+        let status = &status[..status.find("\r\n\r\n--").unwrap()];
+        assert!(status.is_ascii());
+        assert!(status.split("\r\n").all(|l| l.len() <= WIDTH), "{status}");
+        assert!(
+            text.contains(
+                "Content-Type: message/delivery-status\r\nContent-Transfer-Encoding: 7bit\r\n"
+            ),
+            "{text}"
+        );
+        assert!(status.contains("Status: 5.7.1\r\n"));
+        assert!(
+            status.contains(
+                "Final-Recipient: utf-8; \\x{7528}\\x{6237}\\x{2B}tag@\\x{4F8B}\\x{5B50}.test\r\n"
+            ),
+            "{status}"
+        );
+        assert!(status.contains("Status: 5.6.7\r\n"));
+        let script = format!(
+            r#"
+import email, re, sys
+m = email.message_from_bytes(sys.stdin.buffer.read())
+blocks = m.get_payload()[1].get_payload()
+unfold = lambda v: ' '.join(v.split())
+assert unfold(blocks[1]['Diagnostic-Code']) == unfold('smtp; ' + {LONG:?}), blocks[1]['Diagnostic-Code']
+t, addr = blocks[2]['Final-Recipient'].split(';', 1)
+assert t == 'utf-8', t
+addr = re.sub(r'\\x\{{([0-9A-F]+)\}}', lambda x: chr(int(x.group(1), 16)), addr.strip())
+assert addr == '用户+tag@例子.test', addr
+assert blocks[2]['Status'] == '5.6.7'
+headers = m.get_payload()[2]
+assert headers['Content-Transfer-Encoding'] == '7bit'
+assert 'Subject: hello' in headers.get_payload()
+print('ok')
+"#
+        );
+        crate::testing::python_says_ok(&script, &bytes);
+    }
+
+    #[test]
+    fn dsn_status_from_reply() {
+        assert_eq!(status_of(Some("550 5.1.1 no such user"), None), "5.1.1");
+        assert_eq!(status_of(Some("550 no such user"), None), "5.0.0");
+        assert_eq!(
+            status_of(None, Some("gave up after 9 attempts: 450")),
+            "4.4.7"
+        );
+        assert_eq!(status_of(Some("554 x.y.z"), None), "5.0.0");
+        assert_eq!(status_of(None, Some("5.6.7 non-ASCII address")), "5.6.7");
+        assert_eq!(status_of(Some("550 no"), Some("5.3.4 too big")), "5.3.4");
+    }
 
     fn sample() -> (Envelope, Vec<u8>) {
         let original = Original {

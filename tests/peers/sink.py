@@ -2,7 +2,8 @@
 """A small SMTP sink for tests and the local quick start: it stores every
 message it accepts as DIR/<n>.eml, with the envelope in DIR/<n>.env (JSON).
 
-Usage: sink.py HOST:PORT DIR [--rcpt CODE:ADDR ...] [--after N] [--stall] [--refuse-for SECS CODE] [--tls CERT KEY]
+Usage: sink.py HOST:PORT DIR [--rcpt CODE:ADDR ...] [--rcpt-text TEXT] [--after N] [--stall]
+               [--refuse-for SECS CODE] [--tls CERT KEY] [--no-smtputf8] [--max-sessions N]
   --rcpt CODE:ADDR   answer RCPT TO:<ADDR> with CODE (e.g. 550:bad@x.test);
                      an ADDR of @DOMAIN covers the whole domain
   --after N          apply --rcpt answers only to the first N transactions
@@ -10,7 +11,15 @@ Usage: sink.py HOST:PORT DIR [--rcpt CODE:ADDR ...] [--after N] [--stall] [--ref
   --refuse-for SECS CODE
                      for the first SECS seconds after start, answer 421 as the
                      greeting (CODE 421) or CODE to every RCPT (e.g. 450)
+  --rcpt-text TEXT   what follows the code and status of a refused RCPT
+                     (default "<ADDR>: refused by sink"); "|" separates the
+                     lines of a multi-line reply
   --tls CERT KEY     offer STARTTLS with this certificate and key (PEM)
+  --no-smtputf8      do not offer SMTPUTF8
+  --max-sessions N   greet a session beyond N at once with
+                     "421 4.7.0 Too many concurrent SMTP connections", as
+                     throttling providers do; sessions.log records, per
+                     session, how many were open when it arrived
 The .env file records from, to and whether the session used TLS.
 
 Standard library only, so it runs wherever python3 does. One thread per
@@ -25,12 +34,22 @@ if len(args) < 2:
 host, port = args[0].rsplit(":", 1)
 out_dir = args[1]
 rcpt_codes, stall, after, tls = {}, False, None, None
+rcpt_text, smtputf8, max_sessions = None, True, None
 refuse_until, refuse_code = 0.0, None
 i = 2
 while i < len(args):
     if args[i] == "--rcpt":
         code, addr = args[i + 1].split(":", 1)
         rcpt_codes[addr.lower()] = int(code)
+        i += 2
+    elif args[i] == "--rcpt-text":
+        rcpt_text = args[i + 1]
+        i += 2
+    elif args[i] == "--no-smtputf8":
+        smtputf8 = False
+        i += 1
+    elif args[i] == "--max-sessions":
+        max_sessions = int(args[i + 1])
         i += 2
     elif args[i] == "--after":
         after = int(args[i + 1])
@@ -52,6 +71,7 @@ os.makedirs(out_dir, exist_ok=True)
 lock = threading.Lock()
 counter = [0]
 transactions = [0]
+sessions = [0]
 
 
 class Handler(socketserver.StreamRequestHandler):
@@ -65,6 +85,21 @@ class Handler(socketserver.StreamRequestHandler):
         return line
 
     def handle(self):
+        with lock:
+            sessions[0] += 1
+            open_now = sessions[0]
+            with open(os.path.join(out_dir, "sessions.log"), "a") as f:
+                f.write(f"{open_now}\n")
+        try:
+            if max_sessions is not None and open_now > max_sessions:
+                self.reply("421 4.7.0 Too many concurrent SMTP connections from this IP; try again later")
+                return
+            self.session()
+        finally:
+            with lock:
+                sessions[0] -= 1
+
+    def session(self):
         if stall:
             self.request.recv(1)  # wait until the client gives up
             return
@@ -80,7 +115,8 @@ class Handler(socketserver.StreamRequestHandler):
                 if verb == "EHLO":
                     starttls = b"250-STARTTLS\r\n" if tls and not secure else b""
                     self.wfile.write(b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-                                     + starttls + b"250-SMTPUTF8\r\n250 SIZE 104857600\r\n")
+                                     + starttls + (b"250-SMTPUTF8\r\n" if smtputf8 else b"")
+                                     + b"250 SIZE 104857600\r\n")
                 elif verb == "STAR" and tls and not secure:
                     self.reply("220 2.0.0 ready to start TLS")
                     self.request = tls.wrap_socket(self.request, server_side=True)
@@ -106,7 +142,10 @@ class Handler(socketserver.StreamRequestHandler):
                         self.reply("250 2.1.5 ok")
                     else:
                         status = "4.2.0" if code < 500 else "5.1.1"
-                        self.reply(f"{code} {status} <{addr}>: refused by sink")
+                        lines = (rcpt_text or f"<{addr}>: refused by sink").split("|")
+                        for line in lines[:-1]:
+                            self.reply(f"{code}-{status} {line}")
+                        self.reply(f"{code} {status} {lines[-1]}")
                 elif verb == "DATA":
                     if not rcpts:
                         self.reply("554 5.5.1 no valid recipients")

@@ -410,7 +410,7 @@ impl Client {
         if let Some(limit) = self.ext.size.filter(|&n| n > 0) {
             if len > limit {
                 return Err(Error::Local(format!(
-                    "message of {len} bytes exceeds the server's SIZE limit of {limit}"
+                    "5.3.4 message of {len} bytes exceeds the server's SIZE limit of {limit}"
                 )));
             }
         }
@@ -424,7 +424,7 @@ impl Client {
         let needs_utf8 = !addresses_ascii || !headers_ascii;
         if !addresses_ascii && !self.ext.smtputf8 {
             return Err(Error::Local(
-                "non-ASCII address, and the server does not offer SMTPUTF8".into(),
+                "5.6.7 non-ASCII address, and the server does not offer SMTPUTF8".into(),
             ));
         }
         Ok(MailParams {

@@ -228,7 +228,7 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
                 let r = &record.recipients[i];
                 bounce::Failed {
                     recipient: &r.address,
-                    status: status_of(r.reply.as_deref(), r.last_error.as_deref()),
+                    status: bounce::status_of(r.reply.as_deref(), r.last_error.as_deref()),
                     diagnostic: r.reply.as_deref(),
                     remote_mta: r.relay.as_deref().map(|x| x.split('[').next().unwrap_or(x)),
                     reason: r.last_error.as_deref().unwrap_or("delivery failed"),
@@ -469,27 +469,6 @@ fn outcome(relay: &str, reply: Reply) -> Outcome {
     }
 }
 
-/// The RFC 3463 status for a DSN: the remote's enhanced code when it gave
-/// one, 4.4.7 for an expired deferral, else 5.0.0.
-fn status_of(reply: Option<&str>, error: Option<&str>) -> String {
-    if let Some(code) = reply.and_then(|r| r.split_whitespace().nth(1)) {
-        let parts: Vec<&str> = code.split('.').collect();
-        if parts.len() == 3
-            && parts
-                .iter()
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-            && parts[0] == "5"
-        {
-            return code.to_string();
-        }
-    }
-    if error.is_some_and(|e| e.starts_with("gave up")) {
-        "4.4.7".into()
-    } else {
-        "5.0.0".into()
-    }
-}
-
 /// The monotonic instant for a wall-clock time in ms since 1970.
 fn instant_at(ms: u64) -> std::time::Instant {
     let now = now_ms();
@@ -499,17 +478,6 @@ fn instant_at(ms: u64) -> std::time::Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dsn_status_from_reply() {
-        assert_eq!(status_of(Some("550 5.1.1 no such user"), None), "5.1.1");
-        assert_eq!(status_of(Some("550 no such user"), None), "5.0.0");
-        assert_eq!(
-            status_of(None, Some("gave up after 9 attempts: 450")),
-            "4.4.7"
-        );
-        assert_eq!(status_of(Some("554 x.y.z"), None), "5.0.0");
-    }
 
     #[test]
     fn replies_sort_into_outcomes() {
