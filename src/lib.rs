@@ -6,7 +6,8 @@
 //!
 //! - [`smtp`]: SMTP bytes in, replies out; no I/O. [`smtp::session`] is the
 //!   server state machine, [`smtp::data`] reads (and writes) the DATA stream.
-//! - [`envelope`]: who a message is from and to.
+//! - [`envelope`]: who a message is from and to; [`masquerade`] rewrites
+//!   a container's sender to a real domain.
 //! - [`message`]: the trace header, `Date:` and `Message-ID:` added on the way in.
 //! - [`id`]: unique, time-ordered message ids.
 //! - [`spool`]: the durable spool file (temp, fsync, rename, fsync directory).
@@ -21,6 +22,7 @@ pub mod config;
 pub mod envelope;
 pub mod handoff;
 pub mod id;
+pub mod masquerade;
 pub mod message;
 pub mod retry;
 pub mod smtp;

@@ -104,6 +104,8 @@ pub struct Stamper {
     date: String,
     message_id: String,
     max_header: usize,
+    masquerade: Option<crate::masquerade::Rule>,
+    rewrote: bool,
 }
 
 impl Stamper {
@@ -116,7 +118,20 @@ impl Stamper {
             date,
             message_id,
             max_header,
+            masquerade: None,
+            rewrote: false,
         }
+    }
+
+    /// Also rewrites the sender fields by `rule` (see [`crate::masquerade`]).
+    pub fn masquerade(mut self, rule: Option<crate::masquerade::Rule>) -> Stamper {
+        self.masquerade = rule;
+        self
+    }
+
+    /// Whether the masquerade rule changed a header field.
+    pub fn rewrote(&self) -> bool {
+        self.rewrote
     }
 
     /// Takes the next chunk of message bytes; appends what can be written to `out`.
@@ -148,7 +163,18 @@ impl Stamper {
             out.extend_from_slice(&head);
             return;
         }
-        out.extend_from_slice(&head[..scan.end]);
+        let section = &head[..scan.end];
+        match self
+            .masquerade
+            .as_ref()
+            .and_then(|r| r.header_section(section))
+        {
+            Some(rewritten) => {
+                out.extend_from_slice(&rewritten);
+                self.rewrote = true;
+            }
+            None => out.extend_from_slice(section),
+        }
         if !scan.has_date {
             out.extend_from_slice(format!("Date: {}\r\n", self.date).as_bytes());
         }

@@ -48,6 +48,8 @@ pub struct Shared {
     pub accepted: async_channel::Sender<String>,
     /// Fires on SIGTERM/SIGINT.
     pub shutdown: Shutdown,
+    /// Rewrites a container's sender to a real domain.
+    pub masquerade: Option<hedwig::masquerade::Rule>,
 }
 
 /// Why waiting for input ended.
@@ -235,7 +237,9 @@ impl Conn {
             rfc5322_date(now),
             message_id,
             shared.max_header,
-        );
+        )
+        .masquerade(shared.masquerade.clone());
+        let envelope = masquerade(shared.masquerade.as_ref(), envelope, &id);
         let limits = Limits {
             max_size: shared.session.max_message_size,
             max_line: shared.max_line,
@@ -294,6 +298,9 @@ impl Conn {
         };
         match smol::unblock(move || writer.commit()).await {
             Ok(()) => {
+                if stamper.rewrote() {
+                    log::info!("{id}: masquerade: sender fields of the header rewritten");
+                }
                 let to: Vec<&str> = envelope.to.iter().map(|a| a.as_str()).collect();
                 log::info!(
                     "{id}: accepted client={} from=<{}> to=<{}> size={}",
@@ -312,4 +319,23 @@ impl Conn {
             }
         }
     }
+}
+
+/// The envelope with its sender masqueraded, when `rule` says so; logged.
+fn masquerade(
+    rule: Option<&hedwig::masquerade::Rule>,
+    mut envelope: Envelope,
+    id: &str,
+) -> Envelope {
+    let new = rule
+        .zip(envelope.from.as_ref())
+        .and_then(|(r, from)| r.address(from));
+    if let Some(new) = new {
+        log::info!(
+            "{id}: masquerade: from=<{}> becomes <{new}>",
+            envelope.sender()
+        );
+        envelope.from = Some(new);
+    }
+    envelope
 }

@@ -84,6 +84,10 @@ async fn run(config: Mailman) -> Result<(), String> {
         spool: spool.clone(),
         accepted: accepted_tx,
         shutdown: shutdown.clone(),
+        masquerade: config.masquerade.as_ref().map(|m| {
+            let names = [hostname.clone(), hedwig::config::system_hostname()];
+            hedwig::masquerade::Rule::new(&m.domain, m.rewrite_from_header, &names)
+        }),
     });
     let limits = Arc::new(server::Limits {
         allow: config.allow.clone(),

@@ -71,9 +71,41 @@ pub struct Mailman {
         deserialize_with = "de::duration"
     )]
     pub shutdown_timeout: Duration,
+    /// Rewrites a container's sender (`root@3f2a9c1b7e4d`) to `local@domain`.
+    #[serde(default)]
+    pub masquerade: Option<Masquerade>,
     /// Log level; RUST_LOG, when set, overrides it.
     #[serde(default = "de::default_log_level", deserialize_with = "de::log_level")]
     pub log_level: LevelFilter,
+}
+
+/// Sender identity for containers: a sender whose domain is not a FQDN, or
+/// is this host's name, becomes `local@domain`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Masquerade {
+    /// The domain senders are rewritten to; it must have a dot.
+    #[serde(deserialize_with = "fqdn")]
+    pub domain: String,
+    /// Also rewrite the From:, Sender: and Return-Path: fields.
+    #[serde(default = "default_rewrite_from_header")]
+    pub rewrite_from_header: bool,
+}
+
+fn default_rewrite_from_header() -> bool {
+    true
+}
+
+// A domain without a dot is what masquerading rewrites away, so it cannot be the target.
+fn fqdn<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use serde::de::{Deserialize, Error as _};
+    let domain = de::Checked::<de::Hostname>::deserialize(d)?.0;
+    if !domain.trim_end_matches('.').contains('.') {
+        return Err(D::Error::custom(format!(
+            "{domain:?} is not a fully qualified domain (e.g. \"example.org\")"
+        )));
+    }
+    Ok(domain.trim_end_matches('.').to_ascii_lowercase())
 }
 
 impl Mailman {
@@ -171,6 +203,7 @@ mod tests {
         assert_eq!(m.data_timeout, Duration::from_secs(600));
         assert_eq!(m.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(m.log_level, LevelFilter::Info);
+        assert_eq!(m.masquerade, None);
         // The postoffice sub-section's defaults are tested in upstream.rs.
     }
 
@@ -198,9 +231,15 @@ mod tests {
             timeout: "1m",
             data_timeout: "1h30m",
             shutdown_timeout: "0s",
+            masquerade: Some((domain: "Example.org", rewrite_from_header: false)),
             log_level: "debug",
             "#,
         );
+        let masquerade = Masquerade {
+            domain: "example.org".into(),
+            rewrite_from_header: false,
+        };
+        assert_eq!(m.masquerade, Some(masquerade));
         assert_eq!(
             m.listen[0],
             Listen::Interface {
@@ -229,6 +268,26 @@ mod tests {
         assert_eq!(m.hostname.as_deref(), Some("x.org"));
         let m = mailman(&format!(r#"hostname: None, {UPSTREAM}"#));
         assert_eq!(m.hostname, None);
+    }
+
+    #[test]
+    fn masquerade_forms() {
+        let m = mailman(&format!(
+            r#"masquerade: (domain: "example.org"), {UPSTREAM}"#
+        ));
+        assert!(m.masquerade.unwrap().rewrite_from_header);
+        let e = error(&format!(r#"masquerade: (domain: "web1"), {UPSTREAM}"#));
+        assert_eq!(
+            e,
+            "hedwig.ron:1:34: mailman.masquerade.domain: \"web1\" is not a fully qualified domain (e.g. \"example.org\")"
+        );
+        let e = error(&format!(
+            r#"masquerade: (domain: "a.org", from: true), {UPSTREAM}"#
+        ));
+        assert!(
+            e.contains("mailman.masquerade: unknown field `from`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ use serde::Deserialize;
 pub use delivery::{Delivery, DeliveryRetry, StartTls};
 pub use dkim::{check_keys_with, DkimKey, KeyCheck};
 pub use error::ConfigError;
-pub use mailman::Mailman;
+pub use mailman::{Mailman, Masquerade};
 pub use net::{system_hostname, AddrError, Listen, Route};
 pub use postoffice::{Dns, Postoffice, Tls};
 pub use token::Token;

@@ -58,6 +58,8 @@ pub struct Config {
     pub shutdown_timeout: String,
     /// Longest SMTP command line.
     pub max_line_length: u32,
+    /// More fields of the mailman section, as RON (e.g. `masquerade: (...)`).
+    pub extra: String,
 }
 
 impl Config {
@@ -85,6 +87,7 @@ impl Config {
             data_timeout: "10m".into(),
             shutdown_timeout: "5s".into(),
             max_line_length: 4096,
+            extra: String::new(),
         }
     }
 
@@ -104,6 +107,7 @@ impl Config {
     spool: {spool:?},
     postoffice: (url: {url:?}, ca_file: {ca_file}, token: {token:?}, retry: (first: {retry_first:?}, max: {retry_max:?}), concurrency: {concurrency}, timeout: {postoffice_timeout:?}),
     timeout: {timeout:?}, data_timeout: {data_timeout:?}, shutdown_timeout: {shutdown_timeout:?}, max_line_length: {max_line_length},
+    {extra}
   ),
 )
 "#,
@@ -135,6 +139,7 @@ impl Config {
             data_timeout = self.data_timeout,
             shutdown_timeout = self.shutdown_timeout,
             max_line_length = self.max_line_length,
+            extra = self.extra,
         )
     }
 }
