@@ -12,6 +12,8 @@
 //! - [`delivery`]: takes due messages, finds the MX ([`dns`]), speaks SMTP
 //!   to it, records outcomes; [`bounce`] writes the DSN for failures.
 //! - [`metrics`]: counters for `/metrics`.
+//! - [`dkim`] signs what delivery sends; [`doctor`] (`postoffice doctor`)
+//!   checks that this host can deliver and will be believed.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -21,6 +23,7 @@ mod compose;
 mod delivery;
 mod dkim;
 mod dns;
+mod doctor;
 mod metrics;
 mod queue;
 #[cfg(test)]
@@ -49,6 +52,10 @@ fn main() -> ExitCode {
     let section = hedwig::config::Config::into_postoffice;
     // So --check (and start) load each DKIM key, and name a bad one by position.
     hedwig::config::check_keys_with(dkim::key::check);
+    let mut args = std::env::args_os().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "doctor") {
+        return doctor::main(args.skip(1));
+    }
     match hedwig::cli::start("postoffice", version, ABOUT, section, |c| c.log_level) {
         Ok(config) => hedwig::cli::exit("postoffice", smol::block_on(run(config))),
         Err(code) => code,

@@ -20,6 +20,38 @@ pub enum StartTls {
     Required,
 }
 
+/// Which address families outbound SMTP connects over, and in which order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+pub enum IpPreference {
+    /// Both, in the order DNS gives them (IPv6 first).
+    Both,
+    /// IPv4 only.
+    Ipv4,
+    /// IPv6 only.
+    Ipv6,
+    /// IPv4 first, IPv6 when no IPv4 address answers. The default: Gmail
+    /// refuses IPv6 senders without reverse DNS, and most hosts lack it.
+    #[default]
+    PreferIpv4,
+    /// IPv6 first, IPv4 when no IPv6 address answers.
+    PreferIpv6,
+}
+
+impl IpPreference {
+    /// `addrs` filtered and ordered by this preference; the order within a
+    /// family is kept.
+    pub fn order(self, addrs: &[std::net::IpAddr]) -> Vec<std::net::IpAddr> {
+        let (v4, v6): (Vec<_>, Vec<_>) = addrs.iter().copied().partition(|a| a.is_ipv4());
+        match self {
+            IpPreference::Both => addrs.to_vec(),
+            IpPreference::Ipv4 => v4,
+            IpPreference::Ipv6 => v6,
+            IpPreference::PreferIpv4 => v4.into_iter().chain(v6).collect(),
+            IpPreference::PreferIpv6 => v6.into_iter().chain(v4).collect(),
+        }
+    }
+}
+
 /// Outbound SMTP delivery.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +62,9 @@ pub struct Delivery {
     /// STARTTLS policy.
     #[serde(default)]
     pub starttls: StartTls,
+    /// Address families to deliver over, and their order.
+    #[serde(default)]
+    pub ip: IpPreference,
     /// Deliveries in flight at once.
     #[serde(default = "default_concurrency", deserialize_with = "de::count")]
     pub concurrency: usize,
@@ -142,6 +177,7 @@ impl Default for Delivery {
         Delivery {
             port: default_port(),
             starttls: StartTls::default(),
+            ip: IpPreference::default(),
             concurrency: default_concurrency(),
             per_domain: default_per_domain(),
             connect_timeout: default_connect_timeout(),
@@ -225,6 +261,7 @@ mod tests {
         let d = delivery("");
         assert_eq!(d.port, 25);
         assert_eq!(d.starttls, StartTls::Opportunistic);
+        assert_eq!(d.ip, IpPreference::PreferIpv4);
         assert_eq!((d.concurrency, d.per_domain), (100, 10));
         assert_eq!(d.connect_timeout, Duration::from_secs(30));
         assert_eq!(d.command_timeout, Duration::from_secs(300));
@@ -281,7 +318,40 @@ mod tests {
         );
         assert_eq!(d.route_for("other.net").unwrap().to_string(), "relay:25");
         assert_eq!(delivery("starttls: Never").starttls, StartTls::Never);
+        assert_eq!(delivery("ip: Ipv6").ip, IpPreference::Ipv6);
         assert_eq!(delivery("").route_for("example.org"), None);
+    }
+
+    #[test]
+    fn ip_preference_orders_addresses() {
+        let addrs: Vec<std::net::IpAddr> = ["::1", "10.0.0.1", "::2", "10.0.0.2"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let order = |p: IpPreference| {
+            p.order(&addrs)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            order(IpPreference::Both),
+            ["::1", "10.0.0.1", "::2", "10.0.0.2"]
+        );
+        assert_eq!(order(IpPreference::Ipv4), ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(order(IpPreference::Ipv6), ["::1", "::2"]);
+        assert_eq!(
+            order(IpPreference::PreferIpv4),
+            ["10.0.0.1", "10.0.0.2", "::1", "::2"]
+        );
+        assert_eq!(
+            order(IpPreference::PreferIpv6),
+            ["::1", "::2", "10.0.0.1", "10.0.0.2"]
+        );
+        assert_eq!(
+            error("ip: V4"),
+            "hedwig.ron:1:45: postoffice.delivery.ip: unknown variant `V4`, expected one of `Both`, `Ipv4`, `Ipv6`, `PreferIpv4`, `PreferIpv6`"
+        );
     }
 
     #[test]

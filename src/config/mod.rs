@@ -38,7 +38,7 @@ use std::path::Path;
 use ron::extensions::Extensions;
 use serde::Deserialize;
 
-pub use delivery::{Delivery, DeliveryRetry, StartTls};
+pub use delivery::{Delivery, DeliveryRetry, IpPreference, StartTls};
 pub use dkim::{check_keys_with, DkimKey, KeyCheck};
 pub use error::ConfigError;
 pub use mailman::{Mailman, Masquerade};

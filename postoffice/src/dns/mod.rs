@@ -9,6 +9,7 @@
 //! - `runtime`: hickory's runtime provider over smol (no tokio).
 //! - `resolver`: the [`Dns`] setting turned into a hickory resolver; one query, classified.
 //! - `mx`: the RFC 5321 §5.1 walk (MX, null MX, implicit MX, addresses) and IP literals.
+//! - `records`: TXT, PTR, addresses and MX exchanges, for `postoffice doctor`.
 //! - `table`: a [`Resolve`] built from a static table, for tests.
 //! - `test_server`, `peer_tests`, `dnsmasq_tests`: tests against real DNS servers on loopback.
 
@@ -17,6 +18,7 @@ use std::future::Future;
 use std::net::IpAddr;
 
 mod mx;
+mod records;
 mod resolver;
 mod runtime;
 #[cfg(test)]
@@ -29,6 +31,7 @@ mod peer_tests;
 #[cfg(test)]
 mod test_server;
 
+pub use records::reverse_name;
 pub use resolver::Resolver;
 
 /// One mail server for a domain, with every address it has.
