@@ -68,9 +68,17 @@ pub struct Delivery {
     /// Deliveries in flight at once.
     #[serde(default = "default_concurrency", deserialize_with = "de::count")]
     pub concurrency: usize,
-    /// Deliveries in flight at once to one domain.
+    /// Deliveries in flight at once to one domain; a provider that
+    /// throttles gets half as many, growing back with each success.
     #[serde(default = "default_per_domain", deserialize_with = "de::count")]
     pub per_domain: usize,
+    /// First pause of new connections to a domain after it throttled us;
+    /// doubles with each further throttling, up to `retry.max`.
+    #[serde(
+        default = "default_throttle_pause",
+        deserialize_with = "de::positive_duration"
+    )]
+    pub throttle_pause: Duration,
     /// Bound on one TCP connect.
     #[serde(
         default = "default_connect_timeout",
@@ -180,6 +188,7 @@ impl Default for Delivery {
             ip: IpPreference::default(),
             concurrency: default_concurrency(),
             per_domain: default_per_domain(),
+            throttle_pause: default_throttle_pause(),
             connect_timeout: default_connect_timeout(),
             command_timeout: default_command_timeout(),
             retry: default_retry(),
@@ -200,6 +209,10 @@ fn default_concurrency() -> usize {
 
 fn default_per_domain() -> usize {
     10
+}
+
+fn default_throttle_pause() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_connect_timeout() -> Duration {
@@ -263,6 +276,7 @@ mod tests {
         assert_eq!(d.starttls, StartTls::Opportunistic);
         assert_eq!(d.ip, IpPreference::PreferIpv4);
         assert_eq!((d.concurrency, d.per_domain), (100, 10));
+        assert_eq!(d.throttle_pause, Duration::from_secs(30));
         assert_eq!(d.connect_timeout, Duration::from_secs(30));
         assert_eq!(d.command_timeout, Duration::from_secs(300));
         let retry = DeliveryRetry {
@@ -293,6 +307,7 @@ mod tests {
             starttls: Required,
             concurrency: 3,
             per_domain: 1,
+            throttle_pause: "2s",
             connect_timeout: "1s",
             command_timeout: "2s",
             retry: (first: "1s", max: "4s", give_up: "1m"),
@@ -306,6 +321,7 @@ mod tests {
             (2525, StartTls::Required, false)
         );
         assert_eq!((d.concurrency, d.per_domain), (3, 1));
+        assert_eq!(d.throttle_pause, Duration::from_secs(2));
         assert_eq!(d.connect_timeout, Duration::from_secs(1));
         assert_eq!(d.command_timeout, Duration::from_secs(2));
         assert_eq!(d.retry.first, Duration::from_secs(1));

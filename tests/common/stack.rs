@@ -54,6 +54,15 @@ impl Proc {
         }
     }
 
+    /// Sends SIGTERM (with the kill command).
+    pub fn sigterm(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+    }
+
     /// Whether it still runs.
     pub fn alive(&mut self) -> bool {
         self.child
@@ -276,6 +285,12 @@ impl Postoffice {
     /// kill -9.
     pub fn kill9(&mut self) {
         self.proc.kill9();
+    }
+
+    /// SIGTERM, then waits (up to `limit`) for the process to end; whether it did.
+    pub fn stop(&mut self, limit: Duration) -> bool {
+        self.proc.sigterm();
+        wait_until(limit, || !self.proc.alive())
     }
 
     /// Starts again on the same config and queue.

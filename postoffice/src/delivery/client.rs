@@ -181,7 +181,7 @@ impl Client {
             // Like Postfix's `may`: a failed handshake falls back to plain text.
             Err(Error::Tls(e)) if policy == TlsPolicy::Opportunistic => {
                 log::info!(
-                    "{host}[{}]: STARTTLS failed ({e}); trying again without TLS",
+                    "{host}[{}]: {e}; delivering without TLS on a new connection, as starttls: Opportunistic allows",
                     addr.ip()
                 );
                 Self::connect_once(addr, host, ehlo_name, TlsPolicy::Never, timeouts).await
@@ -207,25 +207,40 @@ impl Client {
             ext: Extensions::default(),
             timeouts,
         };
-        let greeting = c.read_reply(timeouts.command).await?;
+        match c.open(host, ehlo_name, policy).await {
+            Ok(()) => Ok(c),
+            // Whatever went wrong, a server still listening hears QUIT
+            // (RFC 5321 section 4.1.1.10); a broken connection cannot.
+            Err(e) => {
+                if !matches!(e, Error::Io(_)) {
+                    c.say_quit().await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Greeting, EHLO, and STARTTLS as `policy` asks.
+    async fn open(&mut self, host: &str, ehlo_name: &str, policy: TlsPolicy) -> Result<(), Error> {
+        let greeting = self.read_reply(self.timeouts.command).await?;
         if !greeting.is_positive() {
             return Err(Error::Greeting(greeting));
         }
-        c.hello(ehlo_name).await?;
+        self.hello(ehlo_name).await?;
         match policy {
             TlsPolicy::Never => {}
-            TlsPolicy::Opportunistic if !c.ext.starttls => {}
-            TlsPolicy::Required if !c.ext.starttls => {
+            TlsPolicy::Opportunistic if !self.ext.starttls => {}
+            TlsPolicy::Required if !self.ext.starttls => {
                 return Err(Error::Tls(
-                    "STARTTLS required by policy but not offered".into(),
+                    "the server does not offer STARTTLS, and delivery.starttls is Required".into(),
                 ))
             }
             _ => {
-                c.starttls(host, policy).await?;
-                c.hello(ehlo_name).await?;
+                self.starttls(host, policy).await?;
+                self.hello(ehlo_name).await?;
             }
         }
-        Ok(c)
+        Ok(())
     }
 
     /// EHLO, or HELO when the server refuses EHLO.
@@ -246,7 +261,11 @@ impl Client {
     async fn starttls(&mut self, host: &str, policy: TlsPolicy) -> Result<(), Error> {
         let reply = self.command(&Command::StartTls).await?;
         if reply.code != 220 {
-            return Err(Error::Tls(format!("STARTTLS refused: {}", reply.text())));
+            return Err(Error::Tls(format!(
+                "the server refused STARTTLS: {} {}",
+                reply.code,
+                reply.text()
+            )));
         }
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
             return Err(Error::Protocol("STARTTLS twice".into()));
@@ -258,10 +277,12 @@ impl Client {
                 .danger_accept_invalid_hostnames(true);
         }
         let tls = bounded(self.timeouts.command, "TLS handshake", async {
-            connector
-                .connect(host, tcp)
-                .await
-                .map_err(|e| Error::Tls(e.to_string()))
+            connector.connect(host, tcp).await.map_err(|e| {
+                Error::Tls(format!(
+                    "the TLS handshake failed: {}",
+                    tls_reason(&e.to_string())
+                ))
+            })
         })
         .await?;
         self.stream = Stream::Tls(Box::new(tls));
@@ -442,8 +463,36 @@ impl Client {
     /// Ends the session as RFC 5321 section 4.1.1.10 asks: QUIT, then the
     /// server's 221 (or a few seconds), then the close.
     pub async fn quit(mut self) {
+        self.say_quit().await;
+    }
+
+    /// QUIT and the 221 (or a few seconds); the connection closes when
+    /// the client is dropped.
+    async fn say_quit(&mut self) {
         self.timeouts.command = self.timeouts.command.min(QUIT_WAIT);
         let _ = self.command(&Command::Quit).await;
+    }
+}
+
+/// The reason in an OpenSSL error, without its codes and source paths: from
+/// `error:0A000086:SSL routines:tls_post_process_server_certificate:certificate
+/// verify failed:../ssl/statem/statem_clnt.c:1889:` just `certificate verify
+/// failed`. Text that is not in that form stays as it is.
+fn tls_reason(text: &str) -> String {
+    let reasons: Vec<&str> = text
+        .split("error:")
+        .skip(1)
+        .filter_map(|e| e.split(':').nth(3))
+        .filter(|r| !r.is_empty())
+        .collect();
+    let verify = text
+        .rsplit_once('(')
+        .and_then(|(_, v)| v.strip_suffix(')'))
+        .filter(|v| !v.contains(".c:"));
+    match (reasons.is_empty(), verify) {
+        (true, _) => text.to_string(),
+        (false, Some(v)) => format!("{} ({v})", reasons.join(", ")),
+        (false, None) => reasons.join(", "),
     }
 }
 
@@ -496,6 +545,18 @@ mod tests {
         );
         let ext = Extensions::parse(&Reply::from_lines(250, &["mx.test", "SIZE"]));
         assert_eq!(ext.size, Some(0));
+    }
+
+    #[test]
+    fn tls_errors_read_as_sentences() {
+        let e = "error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:../ssl/statem/statem_clnt.c:1889: (unable to get local issuer certificate)";
+        assert_eq!(
+            tls_reason(e),
+            "certificate verify failed (unable to get local issuer certificate)"
+        );
+        let e = "error:0A00010B:SSL routines:ssl3_get_record:wrong version number:../ssl/record/ssl3_record.c:354:";
+        assert_eq!(tls_reason(e), "wrong version number");
+        assert_eq!(tls_reason("connection reset"), "connection reset");
     }
 
     #[test]

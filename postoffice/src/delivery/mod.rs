@@ -10,10 +10,11 @@
 pub mod client;
 mod pool;
 mod stream;
+mod throttle;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_lock::Semaphore;
@@ -45,7 +46,7 @@ pub struct Deliverer<R> {
     metrics: Arc<Metrics>,
     signer: Arc<Signer>,
     global: Arc<Semaphore>,
-    domains: Mutex<HashMap<String, Arc<Semaphore>>>,
+    throttle: Arc<throttle::Throttle>,
     pool: Arc<pool::Pool>,
 }
 
@@ -60,6 +61,8 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
         signer: Arc<Signer>,
     ) -> Self {
         let global = Arc::new(Semaphore::new(config.concurrency));
+        let throttle =
+            throttle::Throttle::new(config.per_domain, config.throttle_pause, config.retry.max);
         Deliverer {
             queue,
             resolver,
@@ -68,7 +71,7 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
             metrics,
             signer,
             global,
-            domains: Mutex::default(),
+            throttle: Arc::new(throttle),
             pool: Arc::default(),
         }
     }
@@ -119,6 +122,9 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
         {
             Timer::after(Duration::from_millis(20)).await;
         }
+        // Idle connections end with QUIT too, not a bare close.
+        let idle = this.pool.drain();
+        futures_util::future::join_all(idle.into_iter().map(client::Client::quit)).await;
     }
 
     /// One delivery round for one message: every due recipient, by domain.
@@ -254,17 +260,6 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
         }
     }
 
-    fn domain_slots(&self, domain: &str) -> Arc<Semaphore> {
-        let mut map = self.domains.lock().unwrap_or_else(|e| e.into_inner());
-        // Drop idle entries now and then so the map stays as small as the traffic.
-        if map.len() > 10_000 {
-            map.retain(|_, s| Arc::strong_count(s) > 1);
-        }
-        map.entry(domain.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_domain)))
-            .clone()
-    }
-
     /// The mail servers for `domain` and their port: a configured route, or MX.
     async fn targets(&self, domain: &str) -> Result<(Vec<Target>, u16), DnsError> {
         if let Some(route) = self.config.route_for(domain) {
@@ -326,8 +321,8 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
         rcpts: &[usize],
         message: &[u8],
     ) -> (Vec<(usize, Outcome)>, bool) {
-        let slots = self.domain_slots(domain);
-        let _domain_slot = slots.acquire().await;
+        // The domain's window first, then a global slot: a throttled domain waits on its own.
+        let slot = self.throttle.open(domain).await;
         let _slot = self.global.acquire().await;
         let all =
             |make: &dyn Fn() -> Outcome| rcpts.iter().map(|&i| (i, make())).collect::<Vec<_>>();
@@ -361,8 +356,9 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
             .collect();
         let envelope = Envelope { from, to };
         let mut last: Option<(String, String)> = None;
+        let mut throttled: Option<String> = None;
         for target in &targets {
-            for ip in &target.addrs {
+            for ip in &self.config.ip.order(&target.addrs) {
                 let addr = SocketAddr::new(*ip, port);
                 let relay = format!("{}[{}]:{}", target.host, ip, port);
                 match self
@@ -370,6 +366,8 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
                     .await
                 {
                     Ok((replies, tls)) => {
+                        let feedback = feedback_of(&replies);
+                        slot.close(feedback.0, &feedback.1);
                         let outcomes = rcpts
                             .iter()
                             .zip(replies)
@@ -391,13 +389,23 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
                         return (all(&bounced), false);
                     }
                     // This server failed: the next one may do better (RFC 5321 section 5.1).
-                    Err(e) => last = Some((relay, e.to_string())),
+                    Err(e) => {
+                        if let Some((throttle::Feedback::Throttled, why)) =
+                            e.reply().map(|r| feedback_of(std::slice::from_ref(r)))
+                        {
+                            throttled = Some(why);
+                        }
+                        last = Some((relay, e.to_string()));
+                    }
                 }
             }
         }
         let (relay, error) = last.map_or((None, "no server to try".to_string()), |(r, e)| {
             (Some(r), e)
         });
+        if let Some(why) = throttled {
+            slot.close(throttle::Feedback::Throttled, &why);
+        }
         let deferred = || Outcome::Deferred {
             relay: relay.clone(),
             error: error.clone(),
@@ -435,14 +443,42 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
                     pool::close_all(self.pool.put(addr, host, c, Instant::now()));
                     return Ok((replies, tls));
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    pool::close_all([c]);
+                    return Err(e);
+                }
             }
         }
         let mut c = client::Client::connect(addr, host, &self.hostname, policy, timeouts).await?;
-        let replies = c.send(envelope, message).await?;
+        let replies = match c.send(envelope, message).await {
+            Ok(r) => r,
+            // Refused, but still talking: say QUIT rather than just close.
+            Err(e) if !matches!(e, client::Error::Io(_)) => {
+                pool::close_all([c]);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let tls = c.tls();
         pool::close_all(self.pool.put(addr, host, c, Instant::now()));
         Ok((replies, tls))
+    }
+}
+
+/// What a session's replies say about the provider: throttling if any
+/// reply throttled, success if any was positive; with the reply, for the log.
+fn feedback_of(replies: &[Reply]) -> (throttle::Feedback, String) {
+    let one_line = |r: &Reply| r.to_string().trim_end().replace("\r\n", " ");
+    let feedback: Vec<throttle::Feedback> = replies.iter().map(throttle::Feedback::of).collect();
+    if let Some(i) = feedback
+        .iter()
+        .position(|f| *f == throttle::Feedback::Throttled)
+    {
+        (throttle::Feedback::Throttled, one_line(&replies[i]))
+    } else if feedback.contains(&throttle::Feedback::Success) {
+        (throttle::Feedback::Success, String::new())
+    } else {
+        (throttle::Feedback::Neutral, String::new())
     }
 }
 

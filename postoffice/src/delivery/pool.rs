@@ -70,6 +70,17 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Takes out every idle connection, to be closed at shutdown.
+    pub fn drain(&self) -> Vec<Client> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.drain()
+            .flat_map(|(_, list)| list)
+            .map(|(c, _)| c)
+            .collect()
+    }
+}
+
 /// Closes connections off the pool with QUIT, in the background.
 pub fn close_all(clients: impl IntoIterator<Item = Client>) {
     for client in clients {
