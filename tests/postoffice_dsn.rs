@@ -117,16 +117,10 @@ print('ok')
 "#,
         lines = LINES
     );
-    let mut child = Command::new(flufl_python())
-        .args(["-c", &script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(&dsn.bytes).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::run_with_input(
+        Command::new(flufl_python()).args(["-c", &script]),
+        &dsn.bytes,
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "ok",

@@ -12,6 +12,15 @@ use common::{wait_until, TestDir};
 
 const MESSAGE: &[u8] = b"From: a@x.test\r\nSubject: quit\r\n\r\nbody\r\n";
 
+/// A postoffice delivering everything to `sink` under `starttls`.
+fn postoffice(dir: &TestDir, sink: &Sink, starttls: &str) -> Postoffice {
+    let body = format!(
+        "delivery: (starttls: {starttls}, routes: {{\"*\": \"{}\"}})",
+        sink.addr
+    );
+    Postoffice::start(dir, dir.free_addr(), &body)
+}
+
 fn quits(sink: &Sink) -> usize {
     std::fs::read_to_string(sink.dir.join("quits.log")).map_or(0, |q| q.lines().count())
 }
@@ -20,11 +29,7 @@ fn quits(sink: &Sink) -> usize {
 fn required_starttls_not_offered_ends_with_quit_and_a_sentence() {
     let dir = TestDir::new();
     let sink = Sink::start(&dir, "mx", dir.free_addr(), &[]);
-    let body = format!(
-        "delivery: (starttls: Required, routes: {{\"*\": \"{}\"}})",
-        sink.addr
-    );
-    let po = Postoffice::start(&dir, dir.free_addr(), &body);
+    let po = postoffice(&dir, &sink, "Required");
     let id = po.post_raw("a@x.test", &["b@y.test"], MESSAGE);
     let r = po.wait_state(&id, "deferred", Duration::from_secs(15));
     assert_eq!(
@@ -45,11 +50,7 @@ fn failed_handshake_reason_has_no_openssl_paths() {
     let (cert, key) = self_signed(&dir, "elsewhere.test");
     let tls = ["--tls", cert.to_str().unwrap(), key.to_str().unwrap()];
     let sink = Sink::start(&dir, "mx", dir.free_addr(), &tls);
-    let body = format!(
-        "delivery: (starttls: Required, routes: {{\"*\": \"{}\"}})",
-        sink.addr
-    );
-    let po = Postoffice::start(&dir, dir.free_addr(), &body);
+    let po = postoffice(&dir, &sink, "Required");
     let id = po.post_raw("a@x.test", &["b@y.test"], MESSAGE);
     let r = po.wait_state(&id, "deferred", Duration::from_secs(15));
     let error = r["recipients"][0]["last_error"]
@@ -70,11 +71,7 @@ fn failed_handshake_reason_has_no_openssl_paths() {
 fn idle_connections_get_quit_at_shutdown() {
     let dir = TestDir::new();
     let sink = Sink::start(&dir, "mx", dir.free_addr(), &[]);
-    let body = format!(
-        "delivery: (starttls: Never, routes: {{\"*\": \"{}\"}})",
-        sink.addr
-    );
-    let mut po = Postoffice::start(&dir, dir.free_addr(), &body);
+    let mut po = postoffice(&dir, &sink, "Never");
     let id = po.post_raw("a@x.test", &["b@y.test"], MESSAGE);
     po.wait_state(&id, "delivered", Duration::from_secs(15));
     // The connection now idles in the pool (for 2 s); stop before the sweep.

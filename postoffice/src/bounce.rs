@@ -246,13 +246,24 @@ mod tests {
 
     const LONG: &str = "550-5.7.1 [192.0.2.1] The user or domain that you are sending to (or from) has a policy that prohibited the mail that you sent. Please contact your domain administrator for further details. To learn more, visit https://support.example.com/mail/answer/10002 a1-20020a170906";
 
-    fn long_and_utf8() -> (Envelope, Vec<u8>) {
+    /// The DSN for `failed` recipients of a message from sender@origin.test.
+    fn dsn_for(message: &[u8], failed: &[Failed<'_>]) -> (Envelope, Vec<u8>) {
         let original = Original {
             id: "ABC",
             from: "sender@origin.test",
             arrival: SystemTime::UNIX_EPOCH,
-            message: b"Subject: hello\r\nFrom: sender@origin.test\r\n\r\nbody\r\n",
+            message,
         };
+        dsn(
+            "po.test",
+            &original,
+            failed,
+            SystemTime::UNIX_EPOCH,
+            "id@po.test",
+        )
+    }
+
+    fn long_and_utf8() -> (Envelope, Vec<u8>) {
         let failed = [
             Failed {
                 recipient: "long@dest.test",
@@ -272,12 +283,9 @@ mod tests {
                 reason: "5.6.7 non-ASCII address, and the server does not offer SMTPUTF8",
             },
         ];
-        dsn(
-            "po.test",
-            &original,
+        dsn_for(
+            b"Subject: hello\r\nFrom: sender@origin.test\r\n\r\nbody\r\n",
             &failed,
-            SystemTime::UNIX_EPOCH,
-            "id@po.test",
         )
     }
 
@@ -338,12 +346,6 @@ print('ok')
     }
 
     fn sample() -> (Envelope, Vec<u8>) {
-        let original = Original {
-            id: "ABC",
-            from: "sender@origin.test",
-            arrival: SystemTime::UNIX_EPOCH,
-            message: b"Subject: hello\r\nFrom: sender@origin.test\r\n\r\nsecret body\r\n",
-        };
         let failed = [Failed {
             recipient: "nobody@dest.test",
             status: "5.1.1".into(),
@@ -351,12 +353,9 @@ print('ok')
             remote_mta: Some("mx.dest.test"),
             reason: "remote said 550",
         }];
-        dsn(
-            "po.test",
-            &original,
+        dsn_for(
+            b"Subject: hello\r\nFrom: sender@origin.test\r\n\r\nsecret body\r\n",
             &failed,
-            SystemTime::UNIX_EPOCH,
-            "id@po.test",
         )
     }
 

@@ -2,9 +2,8 @@
 //! make them, their public key records (computed by openssl, not by
 //! hedwig), and dkimpy (tests/peers/dkim_verify.py) as the verifier.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::stack::openssl;
 use super::TestDir;
@@ -101,19 +100,7 @@ pub fn verify(message: &[u8], keys: &[TestKey], expect: usize, refold: bool) -> 
     for k in keys {
         cmd.arg(format!("{}={}", k.name(), k.record));
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run /usr/bin/python3 (python3-dkim)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(message)
-        .expect("write message");
-    let out = child.wait_with_output().expect("dkim_verify.py");
+    let out = super::run_with_input(&mut cmd, message);
     let said = String::from_utf8_lossy(&out.stdout);
     if said.trim() == "ok" {
         Ok(())

@@ -164,3 +164,18 @@ pub fn rng(test: &str) -> fastrand::Rng {
     eprintln!("{test}: HEDWIG_TEST_SEED={seed}");
     fastrand::Rng::with_seed(seed)
 }
+
+/// Runs `cmd` with `input` on its standard input; its output.
+pub fn run_with_input(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    // A program that exits without reading all of it is judged by its output.
+    let _ = child.stdin.take().expect("stdin").write_all(input);
+    child.wait_with_output().expect("wait")
+}

@@ -18,14 +18,20 @@ fn name(domain: &str) -> Result<Name, DnsError> {
 }
 
 impl Resolver {
+    /// The records of `rtype` at `domain`; none when it has none or does not exist.
+    async fn found(&self, domain: &str, rtype: RecordType) -> Result<Vec<RData>, DnsError> {
+        Ok(match self.query(&name(domain)?, rtype).await? {
+            Answer::Found(records) => records,
+            Answer::NoData | Answer::NxDomain => Vec::new(),
+        })
+    }
+
     /// The TXT records at `domain`, each one's strings joined (as SPF and
     /// DKIM read a record split into 255-byte strings).
     pub async fn txt(&self, domain: &str) -> Result<Vec<String>, DnsError> {
-        let found = match self.query(&name(domain)?, RecordType::TXT).await? {
-            Answer::Found(records) => records,
-            Answer::NoData | Answer::NxDomain => return Ok(Vec::new()),
-        };
-        Ok(found
+        Ok(self
+            .found(domain, RecordType::TXT)
+            .await?
             .iter()
             .filter_map(|r| match r {
                 RData::TXT(txt) => {
@@ -83,11 +89,9 @@ impl Resolver {
 
     /// The exchanges of `domain`'s MX records (without the final dot).
     pub async fn mx_hosts(&self, domain: &str) -> Result<Vec<String>, DnsError> {
-        let found = match self.query(&name(domain)?, RecordType::MX).await? {
-            Answer::Found(records) => records,
-            Answer::NoData | Answer::NxDomain => return Ok(Vec::new()),
-        };
-        Ok(found
+        Ok(self
+            .found(domain, RecordType::MX)
+            .await?
             .iter()
             .filter_map(|r| match r {
                 RData::MX(mx) => Some(show(&mx.exchange).to_ascii_lowercase()),
