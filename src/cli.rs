@@ -101,18 +101,30 @@ pub fn start<T>(
     level: fn(&T) -> LevelFilter,
 ) -> Result<T, std::process::ExitCode> {
     let args = parse(name, version, about);
-    let config = match crate::config::load(&args.config).and_then(|c| section(c, &args.config)) {
+    let mut warnings = Vec::new();
+    let loaded = crate::config::load(&args.config).and_then(|c| {
+        warnings = c.warnings();
+        section(c, &args.config)
+    });
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{name}: {e}");
             return Err(std::process::ExitCode::from(2));
         }
     };
+    let file = args.config.display();
     if args.check {
-        println!("{name}: {}: ok", args.config.display());
+        for w in &warnings {
+            println!("{name}: {file}: warning: {w}");
+        }
+        println!("{name}: {file}: ok");
         return Err(std::process::ExitCode::SUCCESS);
     }
     init_logging(level(&config));
+    for w in &warnings {
+        log::warn!("{file}: {w}");
+    }
     Ok(config)
 }
 

@@ -5,7 +5,11 @@
 //! `Authorization: Bearer TOKEN`, `Idempotency-Key: ID` (the sender's id; a
 //! repeat is answered without queuing twice), `Content-Type: message/rfc822`
 //! and the message bytes as the body. The answer is 202 `{"id": "..."}` once
-//! the message is durably queued.
+//! the message is durably queued; [`outcome`] says what every other status
+//! means to the sender. A message of up to `max_message_size` bytes plus
+//! [`HOP_ALLOWANCE`] is taken: the allowance covers what the previous hop
+//! added (its `Received:`, and `Date:`/`Message-ID:` where missing), so what
+//! mailman admits under the same limit is never refused for its size.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +22,92 @@ pub const PATH: &str = "/v1/messages";
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// The content type of a raw message.
 pub const CONTENT_TYPE: &str = "message/rfc822";
+
+/// The header carrying the bearer token.
+pub const AUTHORIZATION: &str = "Authorization";
+/// The challenge of a 401 (RFC 6750 section 3).
+pub const CHALLENGE: &str = "Bearer realm=\"postoffice\"";
+
+/// Bytes a hop may add to a message on top of its sender's size limit:
+/// mailman's `Received:` is at most ~1 KiB (HELO name cut at 255, host
+/// names at 253, one recipient at 256, an id and a date) and `Date:` plus
+/// `Message-ID:` ~400 bytes; the test below writes the largest.
+pub const HOP_ALLOWANCE: u64 = 4096;
+
+/// The `Authorization` value for `token`.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// The token of a `Bearer` credential; the scheme is case-insensitive
+/// (RFC 9110 section 11.1).
+///
+/// # Examples
+///
+/// ```
+/// use hedwig::handoff::bearer_token;
+/// assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+/// assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+/// assert_eq!(bearer_token("Basic YWJj"), None);
+/// assert_eq!(bearer_token("Bearer"), None);
+/// ```
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Checks an `Idempotency-Key`: 1 to 200 visible ASCII characters.
+pub fn check_key(key: &str) -> Result<(), &'static str> {
+    if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("Idempotency-Key must be 1 to 200 visible ASCII characters");
+    }
+    Ok(())
+}
+
+/// Whether a message of `len` bytes fits a hop limited to `max` (see
+/// [`HOP_ALLOWANCE`]).
+pub fn fits(len: u64, max: u64) -> bool {
+    len <= max.saturating_add(HOP_ALLOWANCE)
+}
+
+/// What an answer means to the sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx: postoffice has the message durably; remove it.
+    Accepted,
+    /// Down, slow, overloaded, or not accepting our token: keep it and try
+    /// again later (another postoffice first, when there are several).
+    Retry(String),
+    /// The message itself is refused: retrying cannot help.
+    Refused(String),
+}
+
+/// The table from status to [`Outcome`]; `body` is the answer, for the reason.
+///
+/// 401 and 403 are retried: a wrong or revoked token is the operator's to
+/// fix and the mail is not at fault (Postfix defers on an authentication
+/// failure too, `smtp_sasl_auth_soft_bounce`).
+///
+/// # Examples
+///
+/// ```
+/// use hedwig::handoff::{outcome, Outcome};
+/// assert_eq!(outcome(202, ""), Outcome::Accepted);
+/// assert_eq!(outcome(503, "busy"), Outcome::Retry("HTTP 503: busy".into()));
+/// assert_eq!(outcome(401, "no"), Outcome::Retry("HTTP 401: no".into()));
+/// assert_eq!(outcome(400, "bad"), Outcome::Refused("HTTP 400: bad".into()));
+/// ```
+pub fn outcome(status: u16, body: &str) -> Outcome {
+    let why = format!("HTTP {status}: {}", body.trim());
+    match status {
+        200..=299 => Outcome::Accepted,
+        401 | 403 | 408 | 425 | 429 | 500..=599 => Outcome::Retry(why),
+        400..=499 => Outcome::Refused(why),
+        // Redirects and the like: nothing to follow; keep the message.
+        _ => Outcome::Retry(format!("unexpected {why}")),
+    }
+}
 
 /// The JSON body of a 202.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -78,6 +168,38 @@ pub fn parse_query(query: &str) -> Result<Envelope, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_trace_a_hop_adds_fits_the_allowance() {
+        let long = |n: usize| "a".repeat(n);
+        let rcpt = format!("{}@{}", long(64), long(190));
+        let trace = crate::message::Trace {
+            helo: &long(4000),
+            client_ip: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
+            by: &long(253),
+            software: "hedwig mailman",
+            protocol: "UTF8SMTPSA",
+            id: &long(40),
+            for_rcpt: Some(&rcpt),
+            time: std::time::SystemTime::now(),
+        };
+        let date = format!("Date: {}\r\n", crate::message::rfc5322_date(trace.time));
+        let message_id = format!("Message-ID: <{}@{}>\r\n", long(40), long(253));
+        let added = trace.received().len() + date.len() + message_id.len();
+        assert!((added as u64) < HOP_ALLOWANCE, "{added} bytes");
+        assert!(fits(100 + HOP_ALLOWANCE, 100));
+        assert!(!fits(101 + HOP_ALLOWANCE, 100));
+        assert!(fits(u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn keys() {
+        assert!(check_key("20240101-abc").is_ok());
+        assert!(check_key("").is_err());
+        assert!(check_key("a b").is_err());
+        assert!(check_key(&"k".repeat(201)).is_err());
+        assert!(check_key("caf\u{e9}").is_err());
+    }
 
     #[test]
     fn refuses_bad_queries() {

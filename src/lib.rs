@@ -12,6 +12,8 @@
 //! - [`id`]: unique, time-ordered message ids.
 //! - [`spool`]: the durable spool file (temp, fsync, rename, fsync directory).
 //! - [`handoff`]: the HTTP contract from mailman to postoffice.
+//! - `http` (feature `http`): the HTTP/1 wire under surf and tide, hyper on
+//!   smol, with TLS and a keep-alive pool.
 //! - [`retry`]: backoff between attempts, for the hand-off and for delivery.
 //! - [`config`]: `hedwig.ron`, both sections; [`cli`]: the binaries' arguments.
 #![forbid(unsafe_code)]
@@ -21,6 +23,8 @@ pub mod cli;
 pub mod config;
 pub mod envelope;
 pub mod handoff;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod id;
 pub mod masquerade;
 pub mod message;

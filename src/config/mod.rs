@@ -67,6 +67,23 @@ impl Config {
             .ok_or_else(|| ConfigError::missing_section(file, "mailman"))
     }
 
+    /// What is valid field by field but cannot work together, for
+    /// `--check` and the log at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let (Some(m), Some(p)) = (&self.mailman, &self.postoffice) {
+            if m.max_message_size > p.max_message_size {
+                out.push(format!(
+                    "mailman.max_message_size ({}) is above postoffice.max_message_size ({}): \
+                     mailman would take messages postoffice refuses with 413; keep mailman's \
+                     at or under postoffice's",
+                    m.max_message_size, p.max_message_size
+                ));
+            }
+        }
+        out
+    }
+
     /// The postoffice section, or an error naming `file` when it has none.
     pub fn into_postoffice(self, file: &Path) -> Result<Postoffice, ConfigError> {
         self.postoffice
@@ -126,7 +143,7 @@ mod tests {
         let config = parse("hedwig.ron", TEMPLATE).unwrap();
         let mailman = config.mailman.unwrap();
         assert_eq!(mailman.listen, vec!["172.17.0.1:25".parse().unwrap()]);
-        assert_eq!(mailman.postoffice.url, "https://brandy.example.org:8025");
+        assert_eq!(mailman.postoffice.urls, ["https://brandy.example.org:8025"]);
         let postoffice = config.postoffice.unwrap();
         assert_eq!(postoffice.tokens.len(), 1);
     }
@@ -266,6 +283,25 @@ mailman: (
   postoffice: (tokens: ["t"], queu: "/q"),
 )"#;
         assert!(error(text).starts_with("hedwig.ron:3:31: postoffice: unknown field `queu`"));
+    }
+
+    #[test]
+    fn size_limits_that_cannot_work_together_are_warned_of() {
+        let text = |m: &str, p: &str| {
+            format!(
+                r#"(mailman: (max_message_size: "{m}", postoffice: (url: "http://p:1", token: "t")),
+                   postoffice: (tokens: ["t"], max_message_size: "{p}"))"#
+            )
+        };
+        let config = parse("hedwig.ron", &text("25MiB", "25MiB")).unwrap();
+        assert!(config.warnings().is_empty());
+        let config = parse("hedwig.ron", &text("30MiB", "25MiB")).unwrap();
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with("mailman.max_message_size (31457280) is above"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

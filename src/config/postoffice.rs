@@ -3,6 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use log::LevelFilter;
 use serde::de::{Deserialize, Deserializer, Error as _};
@@ -26,8 +27,20 @@ pub struct Postoffice {
     pub hostname: Option<String>,
     /// Directory of the delivery queue; created at start.
     pub queue: PathBuf,
-    /// Largest message accepted from mailman, in bytes.
+    /// Largest message accepted, in bytes, besides what the previous hop
+    /// added (`hedwig::handoff::HOP_ALLOWANCE`).
     pub max_message_size: u64,
+    /// Most HTTP connections at once; more get 503 and are closed.
+    pub max_connections: usize,
+    /// Largest request head (request line and header fields), in bytes.
+    pub max_header_size: usize,
+    /// How long a client may take to send a request head, and stay idle
+    /// between requests on a keep-alive connection.
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive, in all.
+    pub body_timeout: Duration,
+    /// How long one write of an answer may wait for a client not reading.
+    pub write_timeout: Duration,
     /// How MX records are looked up.
     pub dns: Dns,
     /// Outbound SMTP delivery.
@@ -68,6 +81,25 @@ struct RawPostoffice {
     queue: PathBuf,
     #[serde(default = "default_max_message_size", deserialize_with = "de::size")]
     max_message_size: u64,
+    #[serde(default = "default_max_connections", deserialize_with = "de::count")]
+    max_connections: usize,
+    #[serde(default = "default_max_header_size", deserialize_with = "header_size")]
+    max_header_size: usize,
+    #[serde(
+        default = "default_header_timeout",
+        deserialize_with = "de::positive_duration"
+    )]
+    header_timeout: Duration,
+    #[serde(
+        default = "default_body_timeout",
+        deserialize_with = "de::positive_duration"
+    )]
+    body_timeout: Duration,
+    #[serde(
+        default = "default_write_timeout",
+        deserialize_with = "de::positive_duration"
+    )]
+    write_timeout: Duration,
     #[serde(default)]
     dns: Dns,
     #[serde(default)]
@@ -96,6 +128,11 @@ impl<'de> Deserialize<'de> for Postoffice {
             hostname: raw.hostname,
             queue: raw.queue,
             max_message_size: raw.max_message_size,
+            max_connections: raw.max_connections,
+            max_header_size: raw.max_header_size,
+            header_timeout: raw.header_timeout,
+            body_timeout: raw.body_timeout,
+            write_timeout: raw.write_timeout,
             dns: raw.dns,
             delivery: raw.delivery,
             dkim: raw.dkim,
@@ -138,6 +175,39 @@ fn default_max_message_size() -> u64 {
     25 << 20
 }
 
+fn default_max_connections() -> usize {
+    1024
+}
+
+/// Room for the hand-off's query string: 100 recipients of long addresses
+/// take ~30 KiB.
+fn default_max_header_size() -> usize {
+    64 << 10
+}
+
+/// hyper's read buffer, which bounds the head, cannot be under 8 KiB.
+fn header_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = de::size_usize(d)?;
+    if n < 8192 {
+        return Err(D::Error::custom(format!(
+            "{n} bytes is under the least, 8KiB"
+        )));
+    }
+    Ok(n)
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_write_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +232,11 @@ mod tests {
         assert_eq!(p.hostname, None);
         assert_eq!(p.queue, PathBuf::from("/var/spool/hedwig/postoffice"));
         assert_eq!(p.max_message_size, 25 << 20);
+        assert_eq!(p.max_connections, 1024);
+        assert_eq!(p.max_header_size, 64 << 10);
+        assert_eq!(p.header_timeout, Duration::from_secs(30));
+        assert_eq!(p.body_timeout, Duration::from_secs(300));
+        assert_eq!(p.write_timeout, Duration::from_secs(60));
         assert_eq!(p.dns, Dns::System);
         assert_eq!(p.log_level, LevelFilter::Info);
         assert!(p.dkim.is_empty());
@@ -179,6 +254,11 @@ mod tests {
             hostname: "brandy.example.org",
             queue: "/tmp/q",
             max_message_size: "10MB",
+            max_connections: 10,
+            max_header_size: "16KiB",
+            header_timeout: "5s",
+            body_timeout: "1m",
+            write_timeout: "10s",
             dns: Nameservers(["127.0.0.1:5353", "[::1]:53"]),
             delivery: (port: 2525),
             dkim: [
@@ -210,6 +290,11 @@ mod tests {
         assert_eq!(p.resolved_hostname(), "brandy.example.org");
         assert_eq!(p.queue, PathBuf::from("/tmp/q"));
         assert_eq!(p.max_message_size, 10_000_000);
+        assert_eq!(p.max_connections, 10);
+        assert_eq!(p.max_header_size, 16 << 10);
+        assert_eq!(p.header_timeout, Duration::from_secs(5));
+        assert_eq!(p.body_timeout, Duration::from_secs(60));
+        assert_eq!(p.write_timeout, Duration::from_secs(10));
         let servers = vec![
             "127.0.0.1:5353".parse().unwrap(),
             "[::1]:53".parse().unwrap(),
@@ -275,6 +360,14 @@ mod tests {
         assert_eq!(
             error(r#"tokens: ["t"], listen: "0.0.0.0""#),
             "hedwig.ron:1:39: postoffice.listen: invalid socket address \"0.0.0.0\""
+        );
+        assert_eq!(
+            error(r#"tokens: ["t"], max_header_size: "4KiB""#),
+            "hedwig.ron:1:48: postoffice.max_header_size: 4096 bytes is under the least, 8KiB"
+        );
+        assert_eq!(
+            error(r#"tokens: ["t"], max_connections: 0"#),
+            "hedwig.ron:1:47: postoffice.max_connections: must be at least 1"
         );
         assert_eq!(
             error(r#"tokens: ["t"], tls: (cert: "/c")"#),

@@ -12,8 +12,8 @@ use super::token::Token;
 /// How mailman reaches postoffice.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// Base URL, `http://` or `https://`.
-    pub url: String,
+    /// Base URLs, `http://` or `https://`, tried in this order (failover).
+    pub urls: Vec<String>,
     /// Bearer token sent with each hand-off.
     pub token: Token,
     /// Delay between failed hand-offs of one message.
@@ -38,8 +38,8 @@ impl Upstream {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields, rename = "Upstream")]
 struct RawUpstream {
-    #[serde(deserialize_with = "http_url")]
-    url: String,
+    #[serde(rename = "url", deserialize_with = "http_urls")]
+    urls: Vec<String>,
     #[serde(default)]
     token: Option<Checked<Secret>>,
     #[serde(default, deserialize_with = "de::opt_path")]
@@ -71,7 +71,7 @@ impl<'de> Deserialize<'de> for Upstream {
             }
         };
         Ok(Upstream {
-            url: raw.url,
+            urls: raw.urls,
             token,
             retry: raw.retry,
             concurrency: raw.concurrency,
@@ -113,8 +113,39 @@ impl<'de> Deserialize<'de> for Retry {
     }
 }
 
-fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let url = String::deserialize(d)?;
+/// One URL, or a list of them tried in order.
+fn http_urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Urls;
+    impl<'de> serde::de::Visitor<'de> for Urls {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a URL or a list of URLs")
+        }
+        fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<Self::Value, E> {
+            check_url(url).map(|u| vec![u]).map_err(E::custom)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut urls: Vec<String> = Vec::new();
+            while let Some(url) = seq.next_element::<String>()? {
+                let url = check_url(&url).map_err(A::Error::custom)?;
+                if urls.contains(&url) {
+                    return Err(A::Error::custom(format!("{url:?} is listed twice")));
+                }
+                urls.push(url);
+            }
+            if urls.is_empty() {
+                return Err(A::Error::custom("must list at least one URL"));
+            }
+            Ok(urls)
+        }
+    }
+    d.deserialize_any(Urls)
+}
+
+fn check_url(url: &str) -> Result<String, String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
@@ -122,11 +153,11 @@ fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         Some(rest)
             if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) =>
         {
-            Ok(url)
+            Ok(url.to_string())
         }
-        _ => Err(D::Error::custom(format!(
+        _ => Err(format!(
             "invalid url {url:?} (expected http://host:port or https://host:port)"
-        ))),
+        )),
     }
 }
 
@@ -175,7 +206,7 @@ mod tests {
     #[test]
     fn every_default() {
         let up = upstream(r#"url: "https://brandy.example.org:8025", token: "t""#);
-        assert_eq!(up.url, "https://brandy.example.org:8025");
+        assert_eq!(up.urls, ["https://brandy.example.org:8025"]);
         assert_eq!(up.token, Token::Inline("t".into()));
         let retry = Retry {
             first: Duration::from_secs(1),
@@ -189,6 +220,24 @@ mod tests {
         let up = upstream(r#"url: "http://x:1", token: "t", retry: (max: "5m")"#);
         assert_eq!(up.retry.first, Duration::from_secs(1));
         assert_eq!(up.retry.max, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_list_of_urls_for_failover() {
+        let up = upstream(r#"url: ["https://brandy:8025", "http://backup:8025"], token: "t""#);
+        assert_eq!(up.urls, ["https://brandy:8025", "http://backup:8025"]);
+        assert_eq!(
+            error(r#"postoffice: (url: [], token: "t")"#),
+            "hedwig.ron:1:31: mailman.postoffice.url: must list at least one URL"
+        );
+        assert_eq!(
+            error(r#"postoffice: (url: ["http://a:1", "http://a:1"], token: "t")"#),
+            "hedwig.ron:1:57: mailman.postoffice.url: \"http://a:1\" is listed twice"
+        );
+        assert_eq!(
+            error(r#"postoffice: (url: ["http://a:1", "a:1"], token: "t")"#),
+            "hedwig.ron:1:50: mailman.postoffice.url: invalid url \"a:1\" (expected http://host:port or https://host:port)"
+        );
     }
 
     #[test]

@@ -1,0 +1,317 @@
+//! Byte streams under hyper: plain TCP or TLS behind one [`Stream`] type,
+//! with `TCP_NODELAY` (a keep-alive request must not wait out Nagle and the
+//! peer's delayed ACK, ~40 ms each), and [`Timed`], which bounds every read
+//! and every write that makes no progress.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use async_net::TcpStream;
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
+use smol::Timer;
+
+/// Runs `fut`, or fails with `TimedOut` naming `what` after `limit`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let slow = async { smol::Timer::after(Duration::from_secs(5)).await; Ok(()) };
+/// let e = smol::block_on(hedwig::http::io::timeout(Duration::from_millis(1), "waiting", slow));
+/// assert_eq!(e.unwrap_err().to_string(), "waiting timed out after 1ms");
+/// ```
+pub async fn timeout<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    fut.or(async {
+        Timer::after(limit).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{what} timed out after {limit:?}"),
+        ))
+    })
+    .await
+}
+
+/// Connects to `host:port` within `limit`, with `TCP_NODELAY` set.
+pub async fn connect(host: &str, port: u16, limit: Duration) -> io::Result<TcpStream> {
+    let what = format!("connecting to {host}:{port}");
+    let stream = timeout(limit, &what, TcpStream::connect((host, port))).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A TLS stream over TCP, as tokio-native-tls makes it.
+type TlsStream = tokio_native_tls::TlsStream<Compat<TcpStream>>;
+
+/// A connection, plain or TLS.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP (boxed: the TLS state is large).
+    Tls(Box<Compat<TlsStream>>),
+}
+
+impl Stream {
+    /// The TCP stream under it.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.0.get_ref().get_ref().get_ref().0,
+        }
+    }
+
+    /// Wraps a finished TLS handshake.
+    pub fn tls(stream: TlsStream) -> Stream {
+        Stream::Tls(Box::new(Compat(stream)))
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+/// One stream seen through the other family of I/O traits: futures-io
+/// (smol) as tokio-io (tokio-native-tls) and back.
+#[derive(Debug)]
+pub struct Compat<T>(pub T);
+
+impl<T: AsyncRead + Unpin> tokio::io::AsyncRead for Compat<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = ready!(Pin::new(&mut self.0).poll_read(cx, buf.initialize_unfilled()))?;
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> tokio::io::AsyncWrite for Compat<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> AsyncRead for Compat<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut buf = tokio::io::ReadBuf::new(buf);
+        ready!(Pin::new(&mut self.0).poll_read(cx, &mut buf))?;
+        Poll::Ready(Ok(buf.filled().len()))
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> AsyncWrite for Compat<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write(Pin::new(&mut self.0), cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_flush(Pin::new(&mut self.0), cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut self.0), cx)
+    }
+}
+
+/// A stream whose reads and writes fail with `TimedOut` when one waits
+/// longer than its limit without progress; it also remembers whether the
+/// peer sent anything since our last write (a request under way, not an
+/// idle keep-alive connection).
+#[derive(Debug)]
+pub struct Timed<S> {
+    inner: S,
+    read_limit: Duration,
+    write_limit: Duration,
+    read_timer: Option<Timer>,
+    write_timer: Option<Timer>,
+    read_since_write: bool,
+}
+
+impl<S> Timed<S> {
+    /// `inner` with a limit on each read and on each write.
+    pub fn new(inner: S, read_limit: Duration, write_limit: Duration) -> Timed<S> {
+        Timed {
+            inner,
+            read_limit,
+            write_limit,
+            read_timer: None,
+            write_timer: None,
+            read_since_write: false,
+        }
+    }
+
+    /// The stream inside.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Whether bytes arrived since the last write (or since the start).
+    pub fn read_since_write(&self) -> bool {
+        self.read_since_write
+    }
+}
+
+/// Polls `timer` (armed at `limit` from now if unarmed): a timeout error
+/// once it fires, `Pending` before.
+fn expired(
+    timer: &mut Option<Timer>,
+    limit: Duration,
+    what: &str,
+    cx: &mut Context<'_>,
+) -> Poll<io::Error> {
+    let t = timer.get_or_insert_with(|| Timer::after(limit));
+    ready!(Pin::new(t).poll(cx));
+    *timer = None;
+    Poll::Ready(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("{what} made no progress for {limit:?}"),
+    ))
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Poll::Ready(r) = Pin::new(&mut this.inner).poll_read(cx, buf) {
+            this.read_timer = None;
+            if matches!(r, Ok(n) if n > 0) {
+                this.read_since_write = true;
+            }
+            return Poll::Ready(r);
+        }
+        expired(&mut this.read_timer, this.read_limit, "read", cx).map(Err)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Poll::Ready(r) = Pin::new(&mut this.inner).poll_write(cx, buf) {
+            this.write_timer = None;
+            this.read_since_write = false;
+            return Poll::Ready(r);
+        }
+        expired(&mut this.write_timer, this.write_limit, "write", cx).map(Err)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Poll::Ready(r) = Pin::new(&mut this.inner).poll_flush(cx) {
+            this.write_timer = None;
+            return Poll::Ready(r);
+        }
+        expired(&mut this.write_timer, this.write_limit, "flush", cx).map(Err)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Poll::Ready(r) = Pin::new(&mut this.inner).poll_close(cx) {
+            this.write_timer = None;
+            return Poll::Ready(r);
+        }
+        expired(&mut this.write_timer, this.write_limit, "close", cx).map(Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn a_silent_peer_times_out_a_read_and_a_talking_one_does_not() {
+        smol::block_on(async {
+            let listener = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let client = connect("127.0.0.1", addr.port(), Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert!(client.nodelay().unwrap());
+            let (mut server, _) = listener.accept().await.unwrap();
+            let limit = Duration::from_millis(50);
+            let mut timed = Timed::new(Stream::Plain(client), limit, limit);
+            assert!(!timed.read_since_write());
+            server.write_all(b"x").await.unwrap();
+            let mut buf = [0u8; 4];
+            assert_eq!(timed.read(&mut buf).await.unwrap(), 1);
+            assert!(timed.read_since_write());
+            timed.write_all(b"y").await.unwrap();
+            assert!(!timed.read_since_write());
+            let e = timed.read(&mut buf).await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+            assert_eq!(e.to_string(), "read made no progress for 50ms");
+        });
+    }
+}
