@@ -47,6 +47,26 @@ pub fn normalize_newlines(input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Whether [`normalize_newlines`] would change `input`: a bare CR or LF in it.
+///
+/// # Examples
+///
+/// ```
+/// assert!(!hedwig::message::has_bare_newline(b"a\r\nb\r\n"));
+/// assert!(hedwig::message::has_bare_newline(b"a\r\nb\n"));
+/// assert!(hedwig::message::has_bare_newline(b"a\r"));
+/// ```
+pub fn has_bare_newline(input: &[u8]) -> bool {
+    let mut rest = input;
+    while let Some(i) = memchr::memchr2(b'\r', b'\n', rest) {
+        if rest[i] == b'\n' || rest.get(i + 1) != Some(&b'\n') {
+            return true;
+        }
+        rest = &rest[i + 2..];
+    }
+    false
+}
+
 /// The facts a `Received:` header records.
 #[derive(Clone, Debug)]
 pub struct Trace<'a> {

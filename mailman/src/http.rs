@@ -1,100 +1,201 @@
-//! The hand-off to postoffice over HTTP(S). This is the only module that
-//! knows surf (unmaintained, pinned): replacing it touches nothing else.
+//! The hand-off to postoffice over HTTP(S): surf's API on `hedwig::http`'s
+//! hyper client (one TLS connector built at start, a keep-alive pool of
+//! `concurrency` connections, `TCP_NODELAY`), the contract of
+//! `hedwig::handoff`, and failover over the configured URLs.
+//!
+//! Failover: the URLs are tried in order. One that fails (unreachable,
+//! timed out, 5xx, 429, 401) is put in backoff (doubling from `retry.first`
+//! to `retry.max`) and skipped while it lasts, the next one taking the
+//! message at once; when its backoff ends, the next hand-off tries it first
+//! again, and once it answers it is used as before. While every URL is in
+//! backoff they are all still tried, in order.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_lite::{AsyncReadExt, FutureExt};
 use hedwig::handoff;
+use hedwig::http::client::Stale;
 use hedwig::spool::Spool;
 
-/// What one hand-off came to.
-#[derive(Debug)]
-pub enum Outcome {
-    /// postoffice answered 2xx: it has the message.
-    Accepted,
-    /// Down, 5xx or 429: try again later.
-    Retry(String),
-    /// Any other 4xx: postoffice will never take it.
-    Refused(String),
-}
+pub use hedwig::handoff::Outcome;
+
+/// How much of an answer's body is read (and logged, on one line).
+const MAX_ANSWER: u64 = 64 << 10;
 
 /// A client for postoffice's message endpoint; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Handoff {
     client: surf::Client,
-    endpoint: String,
+    targets: Arc<Mutex<Vec<Target>>>,
     token: Arc<str>,
+    timeout: Duration,
+    retry: (Duration, Duration),
+}
+
+/// One postoffice URL and its health.
+#[derive(Debug)]
+struct Target {
+    url: String,
+    endpoint: String,
+    failures: u32,
+    until: Option<Instant>,
+}
+
+/// Why one attempt at one URL did not get an answer.
+enum Failure {
+    /// A pooled connection turned out closed: try again on a new one.
+    Stale,
+    /// Anything else, for the log.
+    Other(String),
 }
 
 impl Handoff {
-    /// A client posting to `url` with `token`, each exchange bounded by
-    /// `timeout`, trusting `ca_file` besides the system's CAs.
+    /// A client posting to `urls` (in order) with `token`, each exchange
+    /// bounded by `timeout`, trusting `ca_file` besides the system's CAs,
+    /// keeping up to `concurrency` connections per URL open; a failing URL
+    /// waits `retry` (first, max) before it is preferred again.
     pub fn new(
-        url: &str,
+        urls: &[String],
         token: String,
         timeout: Duration,
         ca_file: Option<&std::path::Path>,
+        concurrency: usize,
+        retry: (Duration, Duration),
     ) -> Result<Handoff, String> {
-        // No keep-alive: under concurrent first requests http-client's pooled
-        // path (deadpool) was seen to leave a request hanging until the
-        // timeout; a connection per hand-off costs one TCP handshake.
-        let mut config = surf::Config::new()
-            .set_timeout(Some(timeout))
-            .set_http_keep_alive(false);
-        if let Some(path) = ca_file {
-            let pem =
-                std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            let cert = async_native_tls::Certificate::from_pem(&pem)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            let connector = async_native_tls::TlsConnector::new().add_root_certificate(cert);
-            config = config.set_tls_config(Some(Arc::new(connector)));
-        }
-        let client: surf::Client = config.try_into().map_err(|e| format!("http client: {e}"))?;
-        let endpoint = format!("{}{}", url.trim_end_matches('/'), handoff::PATH);
+        let client = hedwig::http::Client::new(ca_file, timeout, concurrency)?;
+        let targets = urls
+            .iter()
+            .map(|url| Target {
+                url: url.clone(),
+                endpoint: format!("{}{}", url.trim_end_matches('/'), handoff::PATH),
+                failures: 0,
+                until: None,
+            })
+            .collect();
         Ok(Handoff {
-            client,
-            endpoint,
+            client: surf::Client::with_http_client(client),
+            targets: Arc::new(Mutex::new(targets)),
             token: token.into(),
+            timeout,
+            retry,
         })
     }
 
-    /// Posts spooled message `id`, streaming its bytes from the spool file.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Target>> {
+        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The URLs to try now, as (index, endpoint): those not in backoff in
+    /// their order, then those in backoff, soonest back first.
+    fn order(&self, now: Instant) -> Vec<(usize, String, String)> {
+        let targets = self.lock();
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        // Stable: the healthy keep the configured order.
+        order.sort_by_key(|&i| targets[i].until.filter(|u| *u > now));
+        order
+            .into_iter()
+            .map(|i| (i, targets[i].url.clone(), targets[i].endpoint.clone()))
+            .collect()
+    }
+
+    /// Records whether URL `i` answered.
+    fn answered(&self, i: usize, ok: bool) {
+        let mut targets = self.lock();
+        let t = &mut targets[i];
+        if ok {
+            if t.failures > 0 {
+                log::info!("postoffice {} answers again", t.url);
+            }
+            t.failures = 0;
+            t.until = None;
+        } else {
+            t.failures = t.failures.saturating_add(1);
+            let wait = hedwig::retry::backoff(self.retry.0, self.retry.1, t.failures);
+            t.until = Some(Instant::now() + wait);
+        }
+    }
+
+    /// Hands spooled message `id` off, streaming its bytes from the spool
+    /// file, to the first URL that takes it.
     pub async fn send(&self, spool: &Spool, id: &str) -> Outcome {
-        let spool = spool.clone();
-        let owned_id = id.to_string();
-        let opened = smol::unblock(move || spool.open_message(&owned_id)).await;
+        let mut failed = Vec::new();
+        let order = self.order(Instant::now());
+        let last = order.len().saturating_sub(1);
+        for (n, (i, url, endpoint)) in order.into_iter().enumerate() {
+            let outcome = self.send_to(&endpoint, spool, id).await;
+            self.answered(i, !matches!(outcome, Outcome::Retry(_)));
+            match outcome {
+                Outcome::Retry(why) => {
+                    if n < last {
+                        log::warn!("{id}: postoffice {url} failed ({why}); trying the next one");
+                    }
+                    failed.push(format!("{url}: {why}"));
+                }
+                done => return done,
+            }
+        }
+        Outcome::Retry(failed.join("; "))
+    }
+
+    /// One hand-off to one URL, sent again at once on a new connection when
+    /// a pooled one turns out closed.
+    async fn send_to(&self, endpoint: &str, spool: &Spool, id: &str) -> Outcome {
+        for _ in 0..2 {
+            match self.post(endpoint, spool, id).await {
+                Ok(outcome) => return outcome,
+                Err(Failure::Stale) => continue,
+                Err(Failure::Other(why)) => return Outcome::Retry(why),
+            }
+        }
+        Outcome::Retry("connections closed before an answer".into())
+    }
+
+    async fn post(&self, endpoint: &str, spool: &Spool, id: &str) -> Result<Outcome, Failure> {
+        let owned = (spool.clone(), id.to_string());
+        let opened = smol::unblock(move || owned.0.open_message(&owned.1)).await;
         let (head, file, len) = match opened {
             Ok(x) => x,
-            Err(e) => return Outcome::Refused(format!("cannot read spool file: {e}")),
+            Err(e) => return Ok(Outcome::Refused(format!("cannot read spool file: {e}"))),
         };
-        let url = format!("{}?{}", self.endpoint, handoff::query(&head.envelope));
-        let reader = futures_lite::io::BufReader::new(smol::fs::File::from(file));
+        let url = format!("{endpoint}?{}", handoff::query(&head.envelope));
+        let reader =
+            futures_lite::io::BufReader::with_capacity(64 << 10, smol::fs::File::from(file));
         let started = Instant::now();
-        let request = self
-            .client
-            .post(url)
-            .header("Authorization", format!("Bearer {}", self.token))
-            .header(handoff::IDEMPOTENCY_KEY, id)
-            .content_type(handoff::CONTENT_TYPE)
-            .body(surf::Body::from_reader(reader, Some(len as usize)));
-        let mut response = match request.await {
-            Ok(r) => r,
-            Err(e) => return Outcome::Retry(format!("postoffice unreachable: {e}")),
+        let exchange = async {
+            let request = self
+                .client
+                .post(url)
+                .header(handoff::AUTHORIZATION, handoff::bearer(&self.token))
+                .header(handoff::IDEMPOTENCY_KEY, id)
+                .content_type(handoff::CONTENT_TYPE)
+                .body(surf::Body::from_reader(reader, Some(len as usize)));
+            let mut response = request.await.map_err(|e| match e.downcast_ref::<Stale>() {
+                Some(_) => Failure::Stale,
+                None => Failure::Other(format!("postoffice unreachable: {e}")),
+            })?;
+            let mut body = Vec::new();
+            let read = response
+                .take_body()
+                .take(MAX_ANSWER)
+                .read_to_end(&mut body)
+                .await;
+            read.map_err(|e| Failure::Other(format!("answer cut off: {e}")))?;
+            Ok((u16::from(response.status()), body))
         };
-        let status = u16::from(response.status());
-        let body = response.body_string().await.unwrap_or_default();
-        let latency = started.elapsed();
-        let body = body.trim();
+        let limit = self.timeout;
+        let (status, body) = exchange
+            .or(async {
+                smol::Timer::after(limit).await;
+                Err(Failure::Other(format!("no answer within {limit:?}")))
+            })
+            .await?;
+        let body = String::from_utf8_lossy(&body);
+        let body = body.split_whitespace().collect::<Vec<_>>().join(" ");
         log::info!(
             "{id}: hand-off status={status} latency={}ms size={len} response={body}",
-            latency.as_millis()
+            started.elapsed().as_millis()
         );
-        match status {
-            200..=299 => Outcome::Accepted,
-            429 | 500..=599 => Outcome::Retry(format!("HTTP {status}")),
-            400..=499 => Outcome::Refused(format!("HTTP {status}: {body}")),
-            // Redirects and the like: nothing to follow; keep the message and retry.
-            _ => Outcome::Retry(format!("unexpected HTTP {status}")),
-        }
+        Ok(handoff::outcome(status, &body))
     }
 }

@@ -8,7 +8,7 @@
 //! - [`server`]: the accept loop (allow list, connection limit).
 //! - [`connection`]: one SMTP session's socket I/O around `hedwig::smtp`.
 //! - [`forward`]: drains the spool to postoffice with retries.
-//! - [`http`]: the HTTP client (the one module that knows surf).
+//! - [`http`]: the hand-off over HTTP(S), with failover (the one module that knows surf).
 //! - [`shutdown`]: the stop signal every task waits on.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -53,11 +53,14 @@ async fn run(config: Mailman) -> Result<(), String> {
         .postoffice
         .token()
         .map_err(|e| format!("postoffice token: {e}"))?;
+    let retry = (config.postoffice.retry.first, config.postoffice.retry.max);
     let handoff = http::Handoff::new(
-        &config.postoffice.url,
+        &config.postoffice.urls,
         token,
         config.postoffice.timeout,
         config.postoffice.ca_file.as_deref(),
+        config.postoffice.concurrency,
+        retry,
     )?;
     let mut listeners = Vec::new();
     for listen in &config.listen {
@@ -98,9 +101,8 @@ async fn run(config: Mailman) -> Result<(), String> {
         env!("CARGO_PKG_VERSION"),
         server::describe(&listeners),
         config.spool.display(),
-        config.postoffice.url
+        config.postoffice.urls.join(", ")
     );
-    let retry = (config.postoffice.retry.first, config.postoffice.retry.max);
     let forwarder = smol::spawn(forward::run(
         spool,
         handoff,

@@ -6,7 +6,7 @@
 //! # Layout
 //!
 //! In the order a message travels:
-//! - [`api`]: the HTTP API (the one module that knows tide); [`compose`]
+//! - [`api`]: the HTTP API (tide routes, hyper speaks HTTP/1); [`compose`]
 //!   builds JSON messages into MIME.
 //! - [`queue`]: durable records and the schedule of next attempts.
 //! - [`delivery`]: takes due messages, finds the MX ([`dns`]), speaks SMTP
@@ -31,7 +31,7 @@ mod testing;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_net::TcpListener;
 use futures_lite::StreamExt;
@@ -81,7 +81,7 @@ async fn run(config: Postoffice) -> Result<(), String> {
     let (queue, woken) = queue::Queue::load(store, policy, keep, now_ms())
         .map_err(|e| format!("queue {}: {e}", config.queue.display()))?;
     let tls = match &config.tls {
-        Some(t) => Some(Arc::new(api::tls_acceptor(&t.cert, &t.key).await?)),
+        Some(t) => Some(hedwig::http::tls::Acceptor::new(&t.cert, &t.key)?),
         None => None,
     };
     let signer = dkim::Signer::load(&config.dkim).map_err(|e| format!("dkim: {e}"))?;
@@ -106,8 +106,14 @@ async fn run(config: Postoffice) -> Result<(), String> {
         max_message_size: config.max_message_size,
         metrics: metrics.clone(),
         hostname: hostname.clone().into(),
-        body_timeout: Duration::from_secs(300),
+        body_timeout: config.body_timeout,
         https: tls.is_some(),
+    };
+    let limits = api::Limits {
+        max_header_size: config.max_header_size,
+        header_timeout: config.header_timeout,
+        body_timeout: config.body_timeout,
+        write_timeout: config.write_timeout,
     };
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let stopped = {
@@ -116,7 +122,14 @@ async fn run(config: Postoffice) -> Result<(), String> {
             let _ = rx.recv().await;
         }
     };
-    let api = smol::spawn(api::serve(listener, state, tls, stopped));
+    let api = smol::spawn(api::serve(
+        listener,
+        state,
+        tls,
+        limits,
+        config.max_connections,
+        stopped,
+    ));
     let deliverer = delivery::Deliverer::new(
         queue,
         resolver,

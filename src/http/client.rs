@@ -14,7 +14,7 @@
 //! use std::time::Duration;
 //! let client = hedwig::http::Client::new(None, Duration::from_secs(10), 8).unwrap();
 //! // surf::Client::with_http_client(client) gives surf's API on it.
-//! let url = "https://brandy:8025/healthz".parse().unwrap();
+//! let url: http_types::Url = "https://brandy:8025/healthz".parse().unwrap();
 //! let req = http_types::Request::new(http_types::Method::Get, url);
 //! let mut answer = client.send(req).await.unwrap();
 //! println!("{}", answer.body_string().await.unwrap());

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use http_body::Body as _;
 use http_types::headers::{HeaderName, HeaderValue};
 
 use super::body::{Incoming, OnEnd, Outgoing};
@@ -131,6 +132,10 @@ pub async fn response_to_hyper(
     // hyper writes the length it knows from the body.
     headers.remove(http::header::CONTENT_LENGTH);
     headers.remove(http::header::TRANSFER_ENCODING);
+    if out.body().is_end_stream() {
+        // http-types types even an empty body.
+        headers.remove(http::header::CONTENT_TYPE);
+    }
     *out.headers_mut() = headers;
     Ok(out)
 }

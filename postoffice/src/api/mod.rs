@@ -1,22 +1,28 @@
-//! The HTTP API. This module (with [`routes`]) is the only place that knows
-//! tide, async-h1 and http-types (unmaintained, pinned): replacing them
-//! touches nothing else.
-//!
-//! Connections are accepted by async-net and served by async-h1 on smol's
-//! executor; tide only routes. HTTPS, when configured, wraps each connection
-//! in async-native-tls before async-h1 sees it.
+//! The HTTP API: tide routes ([`routes`]), hyper speaks HTTP/1.0 and 1.1
+//! on each connection ([`conn`], through `hedwig::http`), all on smol's
+//! executor. This module accepts connections, at most `max_connections` at
+//! once: the next get a 503 and are closed.
 
+mod conn;
 mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_lock::Semaphore;
 use async_net::TcpListener;
 use futures_lite::FutureExt;
+use hedwig::http::tls::Acceptor;
 use smol::Timer;
+
+pub use conn::Limits;
 
 use crate::metrics::Metrics;
 use crate::queue::Queue;
+
+/// Connections over `max_connections` being answered 503 at once; past
+/// these, more are closed without a word (a flood must not cost more).
+const REFUSING: usize = 64;
 
 /// Everything a request handler needs.
 #[derive(Clone, Debug)]
@@ -25,7 +31,7 @@ pub struct State {
     pub queue: Queue,
     /// Accepted bearer tokens.
     pub tokens: Arc<Vec<String>>,
-    /// Largest message body in bytes.
+    /// Largest message body in bytes (the previous hop's trace aside).
     pub max_message_size: u64,
     /// Counters for /metrics.
     pub metrics: Arc<Metrics>,
@@ -37,36 +43,23 @@ pub struct State {
     pub https: bool,
 }
 
-/// The TLS acceptor when postoffice serves HTTPS itself.
-pub type Tls = Option<Arc<async_native_tls::TlsAcceptor>>;
-
-/// Builds a TLS acceptor from PEM files.
-pub async fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<async_native_tls::TlsAcceptor, String> {
-    let cert_pem = std::fs::read(cert).map_err(|e| format!("tls cert {}: {e}", cert.display()))?;
-    let key_pem = std::fs::read(key).map_err(|e| format!("tls key {}: {e}", key.display()))?;
-    let identity = async_native_tls::Identity::from_pkcs8(&cert_pem, &key_pem).map_err(|e| {
-        format!(
-            "tls identity from {} and {}: {e}",
-            cert.display(),
-            key.display()
-        )
-    })?;
-    Ok(async_native_tls::TlsAcceptor::from(
-        native_tls::TlsAcceptor::new(identity).map_err(|e| format!("tls: {e}"))?,
-    ))
-}
-
-/// Serves the API on `listener` until `stop` resolves.
+/// Serves the API on `listener` until `stop` resolves, over TLS when `tls`
+/// is given, at most `max_connections` connections at once.
 pub async fn serve(
     listener: TcpListener,
     state: State,
-    tls: Tls,
+    tls: Option<Acceptor>,
+    limits: Limits,
+    max_connections: usize,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let app = Arc::new(routes::app(state));
+    let shared = Arc::new(conn::Shared {
+        app: routes::app(state),
+        tls,
+        limits,
+    });
+    let serving = Arc::new(Semaphore::new(max_connections));
+    let refusing = Arc::new(Semaphore::new(REFUSING));
     let accept = async {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -78,58 +71,42 @@ pub async fn serve(
                     continue;
                 }
             };
-            let app = app.clone();
-            let tls = tls.clone();
-            smol::spawn(async move {
-                let result = match tls {
-                    None => serve_one(stream, peer, &app).await,
-                    Some(acceptor) => {
-                        let handshake =
-                            async { acceptor.accept(stream).await.map_err(|e| e.to_string()) }
-                                .or(async {
-                                    Timer::after(Duration::from_secs(30)).await;
-                                    Err("tls handshake timed out".to_string())
-                                })
-                                .await;
-                        match handshake {
-                            Ok(tls_stream) => {
-                                serve_one(
-                                    async_dup::Arc::new(async_dup::Mutex::new(tls_stream)),
-                                    peer,
-                                    &app,
-                                )
-                                .await
-                            }
-                            Err(e) => Err(e),
-                        }
+            let shared = shared.clone();
+            if let Some(permit) = serving.try_acquire_arc() {
+                smol::spawn(async move {
+                    if let Err(e) = conn::serve(stream, peer, shared).await {
+                        log::debug!("http connection from {peer}: {e}");
                     }
-                };
-                if let Err(e) = result {
-                    log::debug!("http connection from {peer}: {e}");
-                }
-            })
-            .detach();
+                    drop(permit);
+                })
+                .detach();
+            } else if let Some(permit) = refusing.try_acquire_arc() {
+                log::warn!(
+                    "http connection from {peer}: over max_connections ({max_connections}), 503"
+                );
+                smol::spawn(async move {
+                    let _ = refuse_busy(stream, &shared).await;
+                    drop(permit);
+                })
+                .detach();
+            }
         }
     };
     accept.or(stop).await;
 }
 
-/// Serves HTTP/1.1 requests on one connection until it closes.
-async fn serve_one<RW>(
-    io: RW,
-    peer: std::net::SocketAddr,
-    app: &Arc<tide::Server<State>>,
-) -> Result<(), String>
-where
-    RW: futures_lite::AsyncRead + futures_lite::AsyncWrite + Clone + Send + Sync + Unpin + 'static,
-{
-    let app = app.clone();
-    async_h1::accept(io, move |mut req| {
-        let app = app.clone();
-        // The client's address, for the Received: header of what it posts.
-        req.set_peer_addr(Some(peer));
-        async move { app.respond(req).await }
-    })
+/// Answers a connection over the limit with 503 (through TLS when served).
+async fn refuse_busy(stream: async_net::TcpStream, shared: &conn::Shared) -> std::io::Result<()> {
+    let limit = shared.limits.header_timeout;
+    let mut stream = match &shared.tls {
+        Some(acceptor) => acceptor.accept(stream, limit).await?,
+        None => hedwig::http::io::Stream::Plain(stream),
+    };
+    let why = "too many connections; retry";
+    conn::refuse(
+        &mut hedwig::http::io::Timed::new(&mut stream, limit, limit),
+        503,
+        why,
+    )
     .await
-    .map_err(|e| e.to_string())
 }

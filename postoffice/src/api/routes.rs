@@ -27,10 +27,20 @@ pub fn app(state: State) -> tide::Server<State> {
     app.at("/v1/queue").get(get_queue);
     app.at("/v1/queue/flush").post(flush);
     app.at("*")
+        .options(options)
         .all(|_| async { Ok(error(StatusCode::NotFound, "no such endpoint")) });
     app.at("/")
+        .options(options)
         .all(|_| async { Ok(error(StatusCode::NotFound, "no such endpoint")) });
     app
+}
+
+/// `OPTIONS` anywhere: what HAProxy's default `option httpchk` sends
+/// (`OPTIONS / HTTP/1.0`); any 2xx keeps the server up.
+async fn options(_req: Request<State>) -> tide::Result {
+    let mut r = Response::new(StatusCode::NoContent);
+    r.insert_header("Allow", "GET, POST, DELETE, OPTIONS");
+    Ok(r)
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response {
@@ -61,17 +71,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// `Some(401 response)` unless the request carries an accepted bearer token.
 fn refuse_unauthorized(req: &Request<State>) -> Option<Response> {
     let header = req
-        .header("Authorization")
+        .header(handoff::AUTHORIZATION)
         .map(|v| v.last().as_str().to_string())
         .unwrap_or_default();
-    let Some(token) = header.strip_prefix("Bearer ") else {
-        return Some(error(StatusCode::Unauthorized, "missing bearer token"));
+    let Some(token) = handoff::bearer_token(&header) else {
+        return Some(unauthorized(handoff::CHALLENGE, "missing bearer token"));
     };
     // Check every token, so which one matched does not show in the timing either.
     let ok = req.state().tokens.iter().fold(false, |ok, t| {
-        constant_time_eq(token.trim().as_bytes(), t.as_bytes()) | ok
+        constant_time_eq(token.as_bytes(), t.as_bytes()) | ok
     });
-    (!ok).then(|| error(StatusCode::Unauthorized, "invalid bearer token"))
+    let challenge = format!("{}, error=\"invalid_token\"", handoff::CHALLENGE);
+    (!ok).then(|| unauthorized(&challenge, "invalid bearer token"))
+}
+
+/// A 401 with its challenge (RFC 9110 section 11.6.1).
+fn unauthorized(challenge: &str, message: &str) -> Response {
+    let mut r = error(StatusCode::Unauthorized, message);
+    r.insert_header("WWW-Authenticate", challenge);
+    r
 }
 
 macro_rules! authorized {
@@ -83,13 +101,19 @@ macro_rules! authorized {
 }
 
 /// Reads the body, refusing more than the limit (413) or a client too slow.
+/// The limit leaves room for what the previous hop added to the message
+/// (`handoff::HOP_ALLOWANCE`): what mailman admits under the same limit fits.
 async fn read_body(req: &mut Request<State>) -> Result<Vec<u8>, Response> {
-    let max = req.state().max_message_size;
-    if req.len().is_some_and(|n| n as u64 > max) {
-        return Err(error(
+    let limit = req.state().max_message_size;
+    let max = limit.saturating_add(handoff::HOP_ALLOWANCE);
+    let too_large = || {
+        error(
             StatusCode::PayloadTooLarge,
-            format!("message larger than {max} bytes"),
-        ));
+            format!("message larger than {limit} bytes"),
+        )
+    };
+    if req.len().is_some_and(|n| !handoff::fits(n as u64, limit)) {
+        return Err(too_large());
     }
     let timeout = req.state().body_timeout;
     let mut body = Vec::new();
@@ -109,11 +133,8 @@ async fn read_body(req: &mut Request<State>) -> Result<Vec<u8>, Response> {
     if let Err(e) = read {
         return Err(error(StatusCode::BadRequest, e));
     }
-    if body.len() as u64 > max {
-        return Err(error(
-            StatusCode::PayloadTooLarge,
-            format!("message larger than {max} bytes"),
-        ));
+    if !handoff::fits(body.len() as u64, limit) {
+        return Err(too_large());
     }
     Ok(body)
 }
@@ -128,11 +149,8 @@ async fn post_message(mut req: Request<State>) -> tide::Result {
         None => None,
         Some(v) => {
             let k = v.last().as_str().to_string();
-            if k.is_empty() || k.len() > 200 || !k.bytes().all(|b| b.is_ascii_graphic()) {
-                return Ok(error(
-                    StatusCode::BadRequest,
-                    "Idempotency-Key must be 1 to 200 visible ASCII characters",
-                ));
+            if let Err(e) = handoff::check_key(&k) {
+                return Ok(error(StatusCode::BadRequest, e));
             }
             Some(k)
         }
@@ -143,14 +161,7 @@ async fn post_message(mut req: Request<State>) -> tide::Result {
                 Ok(e) => e,
                 Err(e) => return Ok(error(StatusCode::BadRequest, format!("envelope: {e}"))),
             };
-            let body = match read_body(&mut req).await {
-                Ok(b) => b,
-                Err(r) => return Ok(r),
-            };
-            if body.is_empty() {
-                return Ok(error(StatusCode::BadRequest, "empty message"));
-            }
-            (envelope, hedwig::message::normalize_newlines(&body))
+            return queue_raw(&mut req, envelope, key).await;
         }
         "application/json" => {
             let body = match read_body(&mut req).await {
@@ -187,11 +198,36 @@ async fn post_message(mut req: Request<State>) -> tide::Result {
     if message.len() as u64 > req.state().max_message_size {
         return Ok(error(StatusCode::PayloadTooLarge, "message too large"));
     }
-    let client = req
-        .peer_addr()
+    accept(req.state(), envelope, key, message, client_ip(&req)).await
+}
+
+fn client_ip(req: &Request<State>) -> Option<std::net::IpAddr> {
+    req.peer_addr()
         .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-        .map(|a| a.ip());
-    accept(req.state(), envelope, key, message, client).await
+        .map(|a| a.ip())
+}
+
+/// Queues a raw message from the request body: the one place that reads
+/// it. (Read whole here, bounded; once the queue takes a stream, the body
+/// goes straight to the spool file.) Bare CR or LF are repaired, which
+/// copies the message; mailman's are CRLF already and are not copied.
+async fn queue_raw(
+    req: &mut Request<State>,
+    envelope: Envelope,
+    key: Option<String>,
+) -> tide::Result {
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return Ok(r),
+    };
+    if body.is_empty() {
+        return Ok(error(StatusCode::BadRequest, "empty message"));
+    }
+    let message = match hedwig::message::has_bare_newline(&body) {
+        true => hedwig::message::normalize_newlines(&body),
+        false => body,
+    };
+    accept(req.state(), envelope, key, message, client_ip(req)).await
 }
 
 /// Queues durably, then answers 202; a repeated key answers the first id.
