@@ -13,6 +13,7 @@
 //! - `smtp.rs`: a raw SMTP client with exact reply parsing.
 //! - `message.rs`: building test messages and checking what arrived.
 //! - `clients.rs`: running msmtp and swaks.
+//! - `raw.rs`: HTTP over a raw socket, answers parsed.
 //!
 //! Nothing here is allowed to hang: every socket has a timeout and every wait a bound.
 //! When a test panics, the mailman stderr log and the endpoint's record are printed
@@ -26,6 +27,7 @@ pub mod mailman;
 pub mod message;
 pub mod postfix;
 pub mod postoffice;
+pub mod raw;
 pub mod smtp;
 pub mod stack;
 

@@ -9,7 +9,9 @@
 //! another version, 431 for a head over `max_header_size`, 408 for a client
 //! that started a head and stalled, 400 for what does not parse. A later
 //! head that stalls on a keep-alive connection gets the same 408 after
-//! hyper gives up; one that is idle is closed silently.
+//! hyper gives up; one that is idle is closed silently. (Idle means nothing
+//! arrived since our last answer: a stalled head that came along with the
+//! previous request, in one packet, is closed without the 408.)
 
 use std::convert::Infallible;
 use std::io;
@@ -87,7 +89,9 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> io:
     let served = hyper::server::conn::http1::Builder::new()
         .timer(SmolTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_buf_size(limits.max_header_size)
+        .max_header_size(limits.max_header_size)
+        // The read buffer holds a whole head, and a little more.
+        .max_buf_size(limits.max_header_size + 8192)
         .writev(false)
         .serve_connection(FuturesIo::new(conn.clone()), service)
         .await;
@@ -118,7 +122,8 @@ async fn first_head(
         let mut headers = [httparse::EMPTY_HEADER; 100];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => return Ok(buf),
+            Ok(httparse::Status::Complete(n)) if n <= limits.max_header_size => return Ok(buf),
+            Ok(httparse::Status::Complete(_)) => {}
             Ok(httparse::Status::Partial) => {}
             Err(httparse::Error::Version) => {
                 let line =
