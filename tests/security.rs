@@ -6,80 +6,15 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use common::mailman::{Config, Mailman};
 use common::smtp::Smtp;
-use common::stack::{openssl, Postoffice, Sink};
+use common::stack::{private_ca, Postoffice, Sink};
 use common::{spool_files, wait_until, TestDir};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
-
-/// A private CA and a certificate it signed for `ip`: (ca.crt, po.crt, po.key).
-fn private_ca(dir: &TestDir, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let d = dir.path();
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=hedwig test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=postoffice",
-            "-keyout",
-            "po.key",
-            "-out",
-            "po.csr",
-        ],
-    );
-    std::fs::write(
-        d.join("po.ext"),
-        format!("subjectAltName=IP:{ip},DNS:po.test\n"),
-    )
-    .expect("ext");
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "po.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "po.ext",
-            "-out",
-            "po.crt",
-        ],
-    );
-    (d.join("ca.crt"), d.join("po.crt"), d.join("po.key"))
-}
 
 #[test]
 fn mailman_hands_off_over_https_trusting_the_ca_in_hedwig_ron() {

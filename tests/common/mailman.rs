@@ -38,6 +38,8 @@ pub struct Config {
     pub postoffice: SocketAddr,
     /// postoffice's URL when not `http://{postoffice}` (e.g. https://...).
     pub postoffice_url: Option<String>,
+    /// Further postoffice URLs, tried after the first (failover).
+    pub failover: Vec<String>,
     /// A CA file to trust for postoffice's HTTPS.
     pub ca_file: Option<PathBuf>,
     /// Bearer token sent to postoffice.
@@ -77,6 +79,7 @@ impl Config {
             spool: dir.path().join("spool"),
             postoffice,
             postoffice_url: None,
+            failover: Vec::new(),
             ca_file: None,
             token: TOKEN.into(),
             retry_first: "100ms".into(),
@@ -105,7 +108,7 @@ impl Config {
     max_connections: {max_connections},
     max_errors: {max_errors},
     spool: {spool:?},
-    postoffice: (url: {url:?}, ca_file: {ca_file}, token: {token:?}, retry: (first: {retry_first:?}, max: {retry_max:?}), concurrency: {concurrency}, timeout: {postoffice_timeout:?}),
+    postoffice: (url: {url}, ca_file: {ca_file}, token: {token:?}, retry: (first: {retry_first:?}, max: {retry_max:?}), concurrency: {concurrency}, timeout: {postoffice_timeout:?}),
     timeout: {timeout:?}, data_timeout: {data_timeout:?}, shutdown_timeout: {shutdown_timeout:?}, max_line_length: {max_line_length},
     {extra}
   ),
@@ -119,10 +122,20 @@ impl Config {
             max_connections = self.max_connections,
             max_errors = self.max_errors,
             spool = self.spool.display().to_string(),
-            url = self
-                .postoffice_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", self.postoffice)),
+            url = {
+                let first = self
+                    .postoffice_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", self.postoffice));
+                let all: Vec<String> = std::iter::once(&first)
+                    .chain(&self.failover)
+                    .map(|u| format!("{u:?}"))
+                    .collect();
+                match all.len() {
+                    1 => all[0].clone(),
+                    _ => format!("[{}]", all.join(", ")),
+                }
+            },
             ca_file = self
                 .ca_file
                 .as_ref()

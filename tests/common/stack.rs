@@ -46,6 +46,11 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id (0 once killed).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// SIGKILL and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -305,6 +310,11 @@ impl Postoffice {
         self.proc.log()
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// One request with curl (token added unless `token` is given as Some("")):
     /// the status and the body.
     pub fn http(
@@ -479,6 +489,70 @@ pub fn self_signed(dir: &TestDir, name: &str) -> (PathBuf, PathBuf) {
         ],
     );
     (dir.path().join(cert), dir.path().join(key))
+}
+
+/// A private CA and a certificate it signed for `ip`: (ca.crt, po.crt, po.key).
+pub fn private_ca(dir: &TestDir, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let d = dir.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=hedwig test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=postoffice",
+            "-keyout",
+            "po.key",
+            "-out",
+            "po.csr",
+        ],
+    );
+    std::fs::write(
+        d.join("po.ext"),
+        format!("subjectAltName=IP:{ip},DNS:po.test\n"),
+    )
+    .expect("ext");
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "po.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "po.ext",
+            "-out",
+            "po.crt",
+        ],
+    );
+    (d.join("ca.crt"), d.join("po.crt"), d.join("po.key"))
 }
 
 /// Runs the openssl command in `dir`; panics with its stderr if it fails.
