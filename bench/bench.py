@@ -62,6 +62,24 @@ chattr +T (see spread()) so that each gets block groups of its own.
 
 Results: per-run lines as they happen, then medians over the rounds, the
 hedwig/Postfix ratio per figure and the issue's targets.
+
+--https adds, in the same rounds, "hedwig-https": the same pair with
+mailman handing off to postoffice over TLS (a private CA made with openssl,
+postoffice's certificate for its loopback address, mailman's ca_file), run
+like the others, and after each round the HTTP hop alone, for hedwig and
+hedwig-https (4 KiB messages, fresh sink):
+
+  sequential  200 messages over one SMTP session, so one hand-off at a time;
+              the hand-off latency is mailman's own log line for each
+              (request sent to answer read, `latency=X.Yms`), p50 and p99.
+  API clients COUNT messages posted straight to postoffice's API by 32
+              keep-alive clients (asyncio, raw HTTP/1.1, plain or TLS like
+              the system): accepted messages/s until the last 202 (each 202
+              is fsync'd on postoffice's side), while postoffice delivers.
+
+and reports hedwig-https/hedwig for end to end (target >= 0.8x), the
+sequential hand-off p50 over HTTPS (<= 5 ms) and the API clients' rate
+(>= 2,000 msg/s).
 """
 
 import argparse
@@ -555,9 +573,12 @@ maillog_file = {self.dir}/maillog
 class Hedwig:
     name = "hedwig"
 
-    def __init__(self, procs, work, addrs, bindir):
+    def __init__(self, procs, work, addrs, bindir, tls=None):
         self.procs = procs
-        self.dir = os.path.join(work, "hedwig")
+        self.tls = tls  # {"ca", "cert", "key"}: the hand-off over HTTPS
+        if tls:
+            self.name = "hedwig-https"
+        self.dir = os.path.join(work, self.name)
         self.addr = addrs["mailman"]
         self.po_addr = addrs["postoffice"]
         self.sink = addrs["sink"]
@@ -583,10 +604,10 @@ class Hedwig:
         hostname: "mailman.bench",
         allow: ["127.0.0.0/8"],
         spool: "{state}/spool",
-        postoffice: (url: "http://{self.po_addr}:{POSTOFFICE_PORT}", token: "bench-token"),
+        postoffice: (url: "{self.scheme()}://{self.po_addr}:{POSTOFFICE_PORT}", token: "bench-token"{self.ca_file()}),
     ),
     postoffice: (
-        listen: "{self.po_addr}:{POSTOFFICE_PORT}",
+        listen: "{self.po_addr}:{POSTOFFICE_PORT}",{self.tls_field()}
         tokens: ["bench-token"],
         hostname: "postoffice.bench",
         queue: "{state}/queue",
@@ -608,16 +629,29 @@ class Hedwig:
                 fatal(f"{b} --check: {r.stdout}{r.stderr}")
         return state
 
+    def scheme(self):
+        return "https" if self.tls else "http"
+
+    def ca_file(self):
+        return f', ca_file: "{self.tls["ca"]}"' if self.tls else ""
+
+    def tls_field(self):
+        return f'\n        tls: (cert: "{self.tls["cert"]}", key: "{self.tls["key"]}"),' if self.tls else ""
+
+    def log_name(self, binary):
+        return binary if not self.tls else f"{binary}-https"
+
     def start(self):
         self.state = self.write_config()
         env = dict(os.environ)
         env.pop("RUST_LOG", None)
-        self.po = self.procs.spawn("postoffice", [self.bins["postoffice"], "--config", self.config], env=env)
+        po, mm = self.log_name("postoffice"), self.log_name("mailman")
+        self.po = self.procs.spawn(po, [self.bins["postoffice"], "--config", self.config], env=env)
         if not wait_port(self.po_addr, POSTOFFICE_PORT, self.po):
-            fatal("postoffice did not start (see logs/postoffice.log)")
-        self.mm = self.procs.spawn("mailman", [self.bins["mailman"], "--config", self.config], env=env)
+            fatal(f"postoffice did not start (see logs/{po}.log)")
+        self.mm = self.procs.spawn(mm, [self.bins["mailman"], "--config", self.config], env=env)
         if not wait_port(self.addr, MAILMAN_PORT, self.mm):
-            fatal("mailman did not start (see logs/mailman.log)")
+            fatal(f"mailman did not start (see logs/{mm}.log)")
 
     def pids(self):
         return [self.mm.pid, self.po.pid]
@@ -720,6 +754,87 @@ def run_system(args, procs, work, addrs, system, size, tag):
         sink.stop()
 
 
+def private_ca(work, ip):
+    """A CA and a certificate it signed for `ip` (openssl), for --https."""
+    d = os.path.join(work, "tls")
+    os.makedirs(d)
+    run = lambda *a: subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=bench CA",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=postoffice", "-keyout", "po.key", "-out", "po.csr")
+    with open(os.path.join(d, "po.ext"), "w") as f:
+        f.write(f"subjectAltName=IP:{ip}\n")
+    run("x509", "-req", "-in", "po.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "1", "-extfile", "po.ext", "-out", "po.crt")
+    return {k: os.path.join(d, f"{n}") for k, n in (("ca", "ca.crt"), ("cert", "po.crt"), ("key", "po.key"))}
+
+
+async def _api_clients(addr, port, ca, count, size, clients):
+    """`clients` keep-alive connections posting `count` messages in all."""
+    import ssl
+    body = message_bytes(size)[:-3]  # without the SMTP dot
+    path = f"/v1/messages?from={FROM.replace('@', '%40')}&to={TO.replace('@', '%40')}"
+    head = (f"POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer bench-token\r\n"
+            f"Content-Type: message/rfc822\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    context = None
+    if ca:
+        context = ssl.create_default_context(cafile=ca)
+    todo = iter(range(count))
+    done, errors = [], []
+
+    async def client():
+        reader, writer = await asyncio.open_connection(addr, port, ssl=context)
+        for _ in todo:
+            writer.write(head + body)
+            status = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            (done if status.startswith(b"HTTP/1.1 202") else errors).append(status)
+        writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return len(done), errors, time.perf_counter() - t0
+
+
+def run_hop(args, procs, work, addrs, system, tag):
+    """The HTTP hop alone: sequential hand-offs (mailman's logged latency)
+    and 32 keep-alive API clients; see the docstring."""
+    sink = Sink(procs, work, addrs["sink"], tag)
+    seq, size = 200, 4096
+    log_path = os.path.join(work, "logs", f"{system.log_name('mailman')}.log")
+    try:
+        system.start()
+        offset = os.path.getsize(log_path)
+        if latency_pass(system.addr, MAILMAN_PORT, seq, size, 1) is None or sink.wait_for(seq, 60) is None:
+            return None
+        time.sleep(0.2)
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            lat = sorted(float(m) for m in re.findall(rb"hand-off status=202 latency=([0-9.]+)ms", f.read()))
+        if len(lat) < seq:
+            log(f"    {system.name}: {len(lat)}/{seq} hand-off latencies in {log_path}")
+            return None
+        pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+        ca = system.tls["ca"] if system.tls else None
+        n, errors, elapsed = asyncio.run(_api_clients(system.po_addr, POSTOFFICE_PORT, ca, args.count, size, 32))
+        if errors or n != args.count:
+            log(f"    {system.name}: API clients got {n}/{args.count} 202s, others: {errors[:3]}")
+            return None
+        if sink.wait_for(seq + args.count, 120) is None:
+            return None
+        return {"seq_p50": pick(0.5), "seq_p99": pick(0.99), "api_rate": n / elapsed}
+    finally:
+        system.stop()
+        sink.stop()
+
+
 def machine():
     cores = os.cpu_count()
     with open("/proc/meminfo") as f:
@@ -799,6 +914,7 @@ def main():
     ap.add_argument("--json", help="also write every run and the medians here")
     ap.add_argument("--max-wait", type=float, default=180,
                     help="seconds in all to wait for a quiet machine before runs")
+    ap.add_argument("--https", action="store_true", help="also hedwig over HTTPS, and the HTTP hop alone")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
@@ -827,9 +943,14 @@ def main():
     try:
         postfix = Postfix(procs, work, addrs)
         hedwig = Hedwig(procs, work, addrs, args.bin_dir)
+        systems = [postfix, hedwig]
+        if args.https:
+            tls = private_ca(work, addrs["postoffice"])
+            systems.append(Hedwig(procs, work, addrs, args.bin_dir, tls))
         pf_version = subprocess.run(["postconf", "-d", "-h", "mail_version"], capture_output=True,
                                     text=True).stdout.strip()
         log(f"bench: {machine()}")
+        log(f"bench: load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
         log(f"bench: Postfix {pf_version}; hedwig {hedwig.bins['mailman']} (copied from {args.bin_dir})")
         log(f"bench: {args.rounds} rounds x {', '.join(fmt_size(s) for s in sizes)}: "
             f"{args.count} messages over {args.sessions} sessions each; work dir {work}")
@@ -838,7 +959,7 @@ def main():
         # Warm-up, not counted: the first start of each system pays for
         # paging in binaries and libraries and for creating directories.
         warm = argparse.Namespace(**{**vars(args), "count": max(100, args.count // 10)})
-        for system in (postfix, hedwig):
+        for system in systems:
             if run_system(warm, procs, work, addrs, system, sizes[0], f"0-warmup-{system.name}") is None:
                 fatal(f"{system.name} failed its warm-up run; see the logs in {work}/logs (--keep)")
         log("bench: warm-up done")
@@ -852,7 +973,7 @@ def main():
                     log(f"round {rnd} {fmt_size(size):>8}  sink     smtp-source {s['rate']:7.0f}/s   "
                         f"latency client {s['client_rate'] or 0:7.0f}/s  "
                         f"p50 {s['client_p50'] or 0:6.2f} ms  p99 {s['client_p99'] or 0:6.2f} ms")
-                order = [postfix, hedwig] if rnd % 2 else [hedwig, postfix]
+                order = systems if rnd % 2 else systems[::-1]
                 for system in order:
                     tag = f"{run_no}-{system.name}"
                     waiter.wait_quiet(30)
@@ -878,7 +999,17 @@ def main():
                         + (f"  LEFTOVER {r['leftover']}" if r["leftover"] else "")
                         + (f"  [BUSY: others used {r['foreign_cores']:.2f} cores]"
                            if r["foreign_cores"] >= BUSY else ""))
+            for system in systems[1:] if args.https else []:
+                waiter.wait_quiet(30)
+                h = run_hop(args, procs, work, addrs, system, f"{rnd}-hop-{system.name}")
+                if h is None:
+                    log(f"round {rnd}     hop  {system.name:12} FAILED")
+                    continue
+                runs.append({"round": rnd, "size": "hop", "system": system.name, **h})
+                log(f"round {rnd}     hop  {system.name:12} sequential hand-off p50 {h['seq_p50']:5.2f} ms  "
+                    f"p99 {h['seq_p99']:5.2f} ms   32 API clients {h['api_rate']:6.0f} msg/s accepted")
         warn_if_busy("after the run")
+        log(f"bench: load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
     finally:
         procs.stop_all()
         if postfix is not None:
@@ -938,11 +1069,33 @@ def report(args, sizes, runs):
                 f"postoffice {med([m['vmhwm_kib']['postoffice'] for m in mems]) / 1024:.1f} MiB; "
                 f"sampled peak of summed RSS {med([m['rss_sum_peak_kib'] for m in mems]) / 1024:.1f} MiB, "
                 f"of summed PSS {med([m['pss_sum_peak_kib'] for m in mems]) / 1024:.1f} MiB")
+    if args.https:
+        log("")
+        log("| the HTTP hop | plain HTTP | HTTPS | HTTPS/plain | target |")
+        log("|---|---:|---:|---:|---|")
+        for size in sizes:
+            p, h = pick("hedwig", size, "e2e"), pick("hedwig-https", size, "e2e")
+            q = h / p if p and h else None
+            log(f"| end to end, {fmt_size(size)} | {p or 0:.0f} msg/s | {h or 0:.0f} msg/s | "
+                f"{'-' if q is None else f'{q:.2f}x'} | >= 0.8x {'-' if q is None else ('met' if q >= 0.8 else 'MISSED')} |")
+            summary[f"https_e2e/{size}"] = {"http": p, "https": h, "ratio": q}
+        for key, label, unit, target, ok in (
+                ("seq_p50", "sequential hand-off p50", "ms", "HTTPS <= 5 ms", lambda v: v <= 5),
+                ("seq_p99", "sequential hand-off p99", "ms", "", None),
+                ("api_rate", "32 keep-alive API clients, accepted", "msg/s", ">= 2,000 msg/s", lambda v: v >= 2000)):
+            p, h = pick("hedwig", "hop", key), pick("hedwig-https", "hop", key)
+            nd = 0 if unit == "msg/s" else 2
+            fmt = lambda v: "-" if v is None else f"{v:.{nd}f} {unit}"
+            check = h if key == "seq_p50" else p
+            verdict = "" if ok is None or check is None else f"{target} {'met' if ok(check) else 'MISSED'}"
+            log(f"| {label} | {fmt(p)} | {fmt(h)} | | {verdict} |")
+            summary[f"hop_{key}"] = {"http": p, "https": h}
     busy = [r for r in runs if r.get("foreign_cores", 0) >= BUSY]
     if busy:
         log(f"bench: WARNING {len(busy)} of {len([r for r in runs if r['system'] != 'sink'])} runs "
             f"had other processes using >= {BUSY} cores (marked BUSY above); rerun on a quiet machine")
-    failed = args.rounds * len(sizes) * 2 - len([r for r in runs if r["system"] != "sink"])
+    failed = (args.rounds * len(sizes) * (3 if args.https else 2)
+              - len([r for r in runs if "accept" in r]))
     if failed:
         log(f"bench: {failed} run(s) failed; see above")
     if args.json:

@@ -193,8 +193,8 @@ impl Handoff {
         let body = String::from_utf8_lossy(&body);
         let body = body.split_whitespace().collect::<Vec<_>>().join(" ");
         log::info!(
-            "{id}: hand-off status={status} latency={}ms size={len} response={body}",
-            started.elapsed().as_millis()
+            "{id}: hand-off status={status} latency={:.1}ms size={len} response={body}",
+            started.elapsed().as_secs_f64() * 1000.0
         );
         Ok(handoff::outcome(status, &body))
     }
