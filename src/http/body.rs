@@ -45,28 +45,42 @@ impl Incoming {
     }
 }
 
+impl Incoming {
+    fn lock(&self) -> std::sync::MutexGuard<'_, hyper::body::Incoming> {
+        self.body.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        if let Some(f) = self.on_end.take() {
+            f();
+        }
+    }
+}
+
 impl AsyncBufRead for Incoming {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
         while this.chunk.is_empty() && !this.done {
-            let mut body = this.body.lock().unwrap_or_else(|e| e.into_inner());
-            match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+            let frame = ready!(Pin::new(&mut *this.lock()).poll_frame(cx));
+            match frame {
                 // Trailers carry nothing hedwig uses.
                 Some(Ok(frame)) => this.chunk = frame.into_data().unwrap_or_default(),
                 Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
-                None => {
-                    this.done = true;
-                    if let Some(f) = this.on_end.take() {
-                        f();
-                    }
-                }
+                None => this.finish(),
             }
         }
         Poll::Ready(Ok(&this.chunk))
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
-        self.get_mut().chunk.advance(amt);
+        let this = self.get_mut();
+        this.chunk.advance(amt);
+        // A reader that knows the length (http-types does) stops at it and
+        // never polls for the end: the last byte taken is the end.
+        if this.chunk.is_empty() && !this.done && this.lock().is_end_stream() {
+            this.finish();
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use smol_hyper::rt::FuturesIo;
 
 use super::body::Outgoing;
 use super::convert;
-use super::io::{connect, Stream, Timed};
+use super::io::{connect, timeout, Stream, Timed};
 use super::tls::Connector;
 
 /// How long a connection may sit idle in the pool: below the 30 s after
@@ -124,7 +124,20 @@ impl Client {
             .unwrap_or(if https { 443 } else { 80 });
         let origin = Origin { https, host, port };
         let request = convert::request_to_hyper(req).map_err(|e| error(io::Error::other(e.0)))?;
-        let (mut sender, reused) = match self.inner.checkout(&origin) {
+        let pooled = match self.inner.checkout(&origin) {
+            // Back in the pool as soon as its last answer was read, it may
+            // take hyper a moment more to be ready for the next request.
+            Some(mut s) => match timeout(self.inner.timeout, "pooled connection", async {
+                s.ready().await.map_err(io::Error::other)
+            })
+            .await
+            {
+                Ok(()) => Some(s),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let (mut sender, reused) = match pooled {
             Some(s) => (s, true),
             None => (self.inner.open(&origin).await.map_err(error)?, false),
         };
@@ -175,7 +188,7 @@ impl Inner {
         let mut idle = self.lock();
         let list = idle.get_mut(origin)?;
         while let Some(c) = list.pop() {
-            if c.since.elapsed() < IDLE_TIMEOUT && !c.sender.is_closed() && c.sender.is_ready() {
+            if c.since.elapsed() < IDLE_TIMEOUT && !c.sender.is_closed() {
                 return Some(c.sender);
             }
         }
@@ -228,5 +241,68 @@ impl http_client::HttpClient for Client {
         req: http_client::Request,
     ) -> Result<http_client::Response, http_types::Error> {
         Client::send(self, req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A keep-alive HTTP/1.1 server on a thread that answers `ok` to each
+    /// request head; returns its address and the count of connections.
+    fn server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut conn = conn;
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(n) = conn.read(&mut chunk) {
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                            if conn.write_all(answer).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[test]
+    fn answers_read_to_the_end_leave_the_connection_for_the_next_request() {
+        let (addr, accepted) = server();
+        smol::block_on(async {
+            let client = Client::new(None, Duration::from_secs(5), 4).unwrap();
+            for _ in 0..3 {
+                let url: http_types::Url = format!("http://{addr}/x").parse().unwrap();
+                let req = http_types::Request::new(http_types::Method::Get, url);
+                let mut answer = client.send(req).await.unwrap();
+                assert_eq!(answer.body_string().await.unwrap(), "ok");
+            }
+            assert_eq!(client.idle(), 1);
+            // An answer dropped unread closes its connection.
+            let url: http_types::Url = format!("http://{addr}/x").parse().unwrap();
+            let answer = client
+                .send(http_types::Request::new(http_types::Method::Get, url))
+                .await;
+            drop(answer);
+            assert_eq!(client.idle(), 0);
+        });
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 }
