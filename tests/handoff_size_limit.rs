@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::mailman::{Config, Mailman};
 use common::smtp::Smtp;
-use common::stack::{Postoffice, Sink};
+use common::stack::{route_all, Postoffice, Sink};
 use common::{failed_files, spool_files, wait_until, TestDir};
 
 const MAX: usize = 100_000;
@@ -24,9 +24,7 @@ fn a_message_of_exactly_the_limit_crosses_the_hop() {
     let po = Postoffice::start(
         &dir,
         dir.free_addr(),
-        &format!(
-            "max_message_size: {MAX}, delivery: (routes: {{\"*\": \"{sink_addr}\"}}, starttls: Never)"
-        ),
+        &format!("max_message_size: {MAX}, {}", route_all(sink_addr)),
     );
     let mut config = Config::new(&dir, po.addr);
     config.max_message_size = MAX as u64;

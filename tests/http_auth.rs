@@ -13,12 +13,7 @@ use common::TestDir;
 #[test]
 fn bearer_in_any_case_and_401_with_a_challenge() {
     let dir = TestDir::new();
-    let nowhere = dir.free_addr();
-    let po = Postoffice::start(
-        &dir,
-        dir.free_addr(),
-        &format!("delivery: (routes: {{\"*\": \"{nowhere}\"}})"),
-    );
+    let po = Postoffice::start_undelivering(&dir, "");
     let ask = |authorization: &str| {
         let request = format!(
             "GET /v1/queue HTTP/1.1\r\nHost: po.test\r\n{authorization}Connection: close\r\n\r\n"

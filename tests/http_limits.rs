@@ -15,12 +15,7 @@ use common::TestDir;
 const LIMIT: Duration = Duration::from_secs(10);
 
 fn start(dir: &TestDir, extra: &str) -> Postoffice {
-    let nowhere = dir.free_addr();
-    Postoffice::start(
-        dir,
-        dir.free_addr(),
-        &format!("{extra} delivery: (routes: {{\"*\": \"{nowhere}\"}})"),
-    )
+    Postoffice::start_undelivering(dir, extra)
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::mailman::{Config, Mailman};
 use common::smtp::Smtp;
-use common::stack::{json, private_ca, raw_path, Postoffice, Proc, Sink};
+use common::stack::{json, private_ca, raw_path, route_all, Postoffice, Proc, Sink};
 use common::{wait_until, TestDir};
 
 /// nginx in the foreground, as root, everything under `dir`.
@@ -64,11 +64,7 @@ fn mailman_hands_off_through_nginx_over_https() {
     let dir = TestDir::new();
     let sink_addr = dir.free_addr();
     let sink = Sink::start(&dir, "mx", sink_addr, &[]);
-    let po = Postoffice::start(
-        &dir,
-        dir.free_addr(),
-        &format!("delivery: (routes: {{\"*\": \"{sink_addr}\"}}, starttls: Never)"),
-    );
+    let po = Postoffice::start(&dir, dir.free_addr(), &route_all(sink_addr));
     let (plain, kept) = (dir.free_addr(), dir.free_addr());
     let (ca, cert, key) = private_ca(&dir, &plain.ip().to_string());
     let tls = format!(

@@ -17,12 +17,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 const MESSAGE: &[u8] = b"Subject: pipelined\r\n\r\nhello\r\n";
 
 fn start(dir: &TestDir, extra: &str) -> Postoffice {
-    let nowhere = dir.free_addr();
-    Postoffice::start(
-        dir,
-        dir.free_addr(),
-        &format!("{extra} delivery: (routes: {{\"*\": \"{nowhere}\"}})"),
-    )
+    Postoffice::start_undelivering(dir, extra)
 }
 
 #[test]

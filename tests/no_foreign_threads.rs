@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::mailman::{Config, Mailman};
 use common::smtp::Smtp;
-use common::stack::{private_ca, Postoffice, Sink};
+use common::stack::{Postoffice, Sink};
 use common::{wait_until, TestDir};
 
 /// The names of `pid`'s threads.
@@ -46,20 +46,9 @@ fn only_smol_threads_while_serving_https() {
     let dir = TestDir::new();
     let sink_addr = dir.free_addr();
     let sink = Sink::start(&dir, "mx", sink_addr, &[]);
-    let po_addr = dir.free_addr();
-    let (ca, cert, key) = private_ca(&dir, &po_addr.ip().to_string());
-    let po = Postoffice::start_with(
-        &dir,
-        po_addr,
-        &format!(
-            "tls: Some((cert: {:?}, key: {:?})), delivery: (routes: {{\"*\": \"{sink_addr}\"}}, starttls: Never)",
-            cert.display().to_string(),
-            key.display().to_string()
-        ),
-        Some(ca.clone()),
-    );
-    let mut config = Config::new(&dir, po_addr);
-    config.postoffice_url = Some(format!("https://{po_addr}"));
+    let (po, ca) = Postoffice::start_https(&dir, sink_addr);
+    let mut config = Config::new(&dir, po.addr);
+    config.postoffice_url = Some(format!("https://{}", po.addr));
     config.ca_file = Some(ca);
     let mailman = Mailman::start(&dir, config);
     let mut smtp = Smtp::ehlo(mailman.addr());

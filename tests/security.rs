@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::mailman::{Config, Mailman};
 use common::smtp::Smtp;
-use common::stack::{private_ca, Postoffice, Sink};
+use common::stack::{Postoffice, Sink};
 use common::{spool_files, wait_until, TestDir};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -21,18 +21,8 @@ fn mailman_hands_off_over_https_trusting_the_ca_in_hedwig_ron() {
     let dir = TestDir::new();
     let sink_addr = dir.free_addr();
     let sink = Sink::start(&dir, "mx", sink_addr, &[]);
-    let po_addr = dir.free_addr();
-    let (ca, cert, key) = private_ca(&dir, &po_addr.ip().to_string());
-    let po = Postoffice::start_with(
-        &dir,
-        po_addr,
-        &format!(
-            "tls: Some((cert: {:?}, key: {:?})), delivery: (routes: {{\"*\": \"{sink_addr}\"}}, starttls: Never)",
-            cert.display().to_string(),
-            key.display().to_string()
-        ),
-        Some(ca.clone()),
-    );
+    let (po, ca) = Postoffice::start_https(&dir, sink_addr);
+    let po_addr = po.addr;
 
     // First without the CA: the certificate cannot be verified, so nothing
     // is handed off and the message stays in the spool.

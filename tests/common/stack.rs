@@ -431,6 +431,39 @@ impl Postoffice {
     }
 }
 
+impl Postoffice {
+    /// A postoffice whose deliveries go nowhere (a port nothing listens
+    /// on), for tests of its HTTP side; `extra` are more fields.
+    pub fn start_undelivering(dir: &TestDir, extra: &str) -> Postoffice {
+        let nowhere = dir.free_addr();
+        let body = format!("{extra} delivery: (routes: {{\"*\": \"{nowhere}\"}})");
+        Postoffice::start(dir, dir.free_addr(), &body)
+    }
+
+    /// A postoffice serving HTTPS with a certificate a private CA signed
+    /// for its address, delivering everything to `mx` in clear; with the
+    /// CA's certificate.
+    pub fn start_https(dir: &TestDir, mx: SocketAddr) -> (Postoffice, PathBuf) {
+        let addr = dir.free_addr();
+        let (ca, cert, key) = private_ca(dir, &addr.ip().to_string());
+        let body = format!(
+            "tls: Some((cert: {:?}, key: {:?})), {}",
+            cert.display().to_string(),
+            key.display().to_string(),
+            route_all(mx)
+        );
+        (
+            Postoffice::start_with(dir, addr, &body, Some(ca.clone())),
+            ca,
+        )
+    }
+}
+
+/// The delivery section sending every domain to `mx`, without STARTTLS.
+pub fn route_all(mx: SocketAddr) -> String {
+    format!("delivery: (routes: {{\"*\": \"{mx}\"}}, starttls: Never)")
+}
+
 /// The `k`-th extra loopback address of this test (127.(100+k).0.x, x being
 /// the test's own last octet), for MX hosts that must differ by address only.
 pub fn host_ip(dir: &TestDir, k: u8) -> std::net::Ipv4Addr {
@@ -494,24 +527,8 @@ pub fn self_signed(dir: &TestDir, name: &str) -> (PathBuf, PathBuf) {
 /// A private CA and a certificate it signed for `ip`: (ca.crt, po.crt, po.key).
 pub fn private_ca(dir: &TestDir, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
     let d = dir.path();
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=hedwig test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ],
-    );
+    let (ca, ca_key) = self_signed(dir, "ca");
+    let (ca, ca_key) = (ca.display().to_string(), ca_key.display().to_string());
     openssl(
         d,
         &[
@@ -540,9 +557,9 @@ pub fn private_ca(dir: &TestDir, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
             "-in",
             "po.csr",
             "-CA",
-            "ca.crt",
+            &ca,
             "-CAkey",
-            "ca.key",
+            &ca_key,
             "-CAcreateserial",
             "-days",
             "1",
