@@ -251,7 +251,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A keep-alive HTTP/1.1 server on a thread that answers `ok` to each
-    /// request head; returns its address and the count of connections.
+    /// request head, every other one chunked; returns its address and the
+    /// count of connections.
     fn server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -264,6 +265,7 @@ mod tests {
                     let mut conn = conn;
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 1024];
+                    let mut chunked = false;
                     while let Ok(n) = conn.read(&mut chunk) {
                         if n == 0 {
                             return;
@@ -271,7 +273,11 @@ mod tests {
                         buf.extend_from_slice(&chunk[..n]);
                         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             buf.drain(..end + 4);
-                            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                            let answer: &[u8] = match chunked {
+                                true => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+                                false => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                            };
+                            chunked = !chunked;
                             if conn.write_all(answer).is_err() {
                                 return;
                             }
