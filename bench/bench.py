@@ -951,6 +951,7 @@ def main():
                                     text=True).stdout.strip()
         log(f"bench: {machine()}")
         log(f"bench: load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
+        log(f"bench: bench.py {' '.join(sys.argv[1:])}")
         log(f"bench: Postfix {pf_version}; hedwig {hedwig.bins['mailman']} (copied from {args.bin_dir})")
         log(f"bench: {args.rounds} rounds x {', '.join(fmt_size(s) for s in sizes)}: "
             f"{args.count} messages over {args.sessions} sessions each; work dir {work}")
