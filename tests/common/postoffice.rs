@@ -371,8 +371,11 @@ fn serve(mut request: tiny_http::Request, state: &State, policy: &RwLock<Policy>
     let response = tiny_http::Response::from_string(body)
         .with_status_code(answer.status)
         .with_header(tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap());
-    let answered_at = request.respond(response).ok().map(|()| Instant::now());
+    // Out of flight before the answer leaves: once mailman has it, the next
+    // request may come on the same keep-alive connection at once, to
+    // another worker, before this one would get here after writing.
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let answered_at = request.respond(response).ok().map(|()| Instant::now());
     let mut log = state.log.lock().unwrap();
     log[delivery.seq].status = answer.status;
     log[delivery.seq].answered_at = answered_at;
