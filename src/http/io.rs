@@ -59,14 +59,6 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// The TCP stream under it.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => &s.0.get_ref().get_ref().get_ref().0,
-        }
-    }
-
     /// Wraps a finished TLS handshake.
     pub fn tls(stream: TlsStream) -> Stream {
         Stream::Tls(Box::new(Compat(stream)))
