@@ -129,12 +129,12 @@ pub fn start<T>(
 }
 
 /// The exit of a binary whose run ended with `result`: 0, or the error
-/// logged and printed and 1.
+/// printed once, as `NAME: error`, and 1. (Logging it too would put it on
+/// stderr twice: the log goes there.)
 pub fn exit(name: &str, result: Result<(), String>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
             eprintln!("{name}: {e}");
             std::process::ExitCode::FAILURE
         }

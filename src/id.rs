@@ -30,6 +30,21 @@ pub fn new(now: SystemTime) -> String {
     format!("{micros:013X}{:05X}", fastrand::u32(..1 << 20))
 }
 
+/// When the message with id `id` was accepted, read from the id itself
+/// (`None` for an id of another shape).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// assert_eq!(hedwig::id::time(&hedwig::id::new(t)), Some(t));
+/// ```
+pub fn time(id: &str) -> Option<SystemTime> {
+    let micros = u64::from_str_radix(id.get(..13)?, 16).ok()?;
+    Some(UNIX_EPOCH + std::time::Duration::from_micros(micros))
+}
+
 /// Whether `s` has the shape of an id (so a stray file in a spool directory,
 /// or a hostile `Idempotency-Key`, is never taken for one).
 pub fn is_valid(s: &str) -> bool {

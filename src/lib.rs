@@ -15,7 +15,8 @@
 //! - `http` (feature `http`): the HTTP/1 wire under surf and tide, hyper on
 //!   smol, with TLS and a keep-alive pool.
 //! - [`retry`]: backoff between attempts, for the hand-off and for delivery.
-//! - [`config`]: `hedwig.ron`, both sections; [`cli`]: the binaries' arguments.
+//! - [`config`]: `hedwig.ron`, both sections; [`cli`]: the binaries' arguments;
+//!   [`privilege`]: becoming the configured user after start.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -28,6 +29,7 @@ pub mod http;
 pub mod id;
 pub mod masquerade;
 pub mod message;
+pub mod privilege;
 pub mod retry;
 pub mod smtp;
 pub mod spool;

@@ -113,6 +113,27 @@ impl Trace<'_> {
     }
 }
 
+/// The `Received:` field of a message a local user submitted with
+/// `sendmail`: no client to name, the submitting uid instead, in Postfix's
+/// shape, with its CRLF.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// assert_eq!(
+///     hedwig::message::received_local("host.example", "hedwig mailman", 1000, "ID1", t),
+///     "Received: by host.example (hedwig mailman, from userid 1000)\r\n\tid ID1; Tue, 14 Nov 2023 22:13:20 +0000\r\n"
+/// );
+/// ```
+pub fn received_local(by: &str, software: &str, uid: u32, id: &str, time: SystemTime) -> String {
+    format!(
+        "Received: by {by} ({software}, from userid {uid})\r\n\tid {id}; {}\r\n",
+        rfc5322_date(time)
+    )
+}
+
 /// Adds the trace header and any missing `Date:`/`Message-ID:` to a message
 /// streamed through it.
 #[derive(Debug)]
@@ -268,7 +289,7 @@ fn scan_headers(head: &[u8], at_end: bool) -> Scan {
 
 /// The field name of a header line (RFC 5322 section 2.2: printable ASCII but
 /// colon, then a colon).
-fn field_name(line: &[u8]) -> Option<&[u8]> {
+pub fn field_name(line: &[u8]) -> Option<&[u8]> {
     let colon = line.iter().position(|&b| b == b':')?;
     let name = &line[..colon];
     (!name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b))).then_some(name)

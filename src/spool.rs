@@ -4,7 +4,8 @@
 //! `queue/` directory is synced; only then does it exist, and only then may it
 //! be acknowledged. A crash before the rename leaves a file in `tmp/`, which
 //! the next start removes: it was never acknowledged, so nothing is lost, and
-//! a half-written file can never be forwarded. Messages the next hop refused
+//! a half-written file can never be forwarded. [`Spool::create_in`] writes the
+//! same way within one directory (`sendmail`'s drop directory). Messages the next hop refused
 //! for good move to `failed/`, where an operator can look at them.
 //!
 //! File format (text up to the blank line, then the message bytes):
@@ -52,6 +53,19 @@ impl Spool {
         Ok(spool)
     }
 
+    /// The spool at `root` as it is, for a command that looks at it beside
+    /// the running daemon: nothing is created, nothing cleared.
+    pub fn at(root: &Path) -> Spool {
+        Spool {
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// The spool's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn dir(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
@@ -59,40 +73,50 @@ impl Spool {
     /// Starts writing message `id`; nothing is visible until [`Writer::commit`].
     /// `key` is the idempotency key it arrived with, if any.
     pub fn create(&self, id: &str, envelope: &Envelope, key: Option<&str>) -> io::Result<Writer> {
-        let tmp = self.dir("tmp").join(id);
-        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        let mut file = BufWriter::with_capacity(64 * 1024, file);
-        let mut head = format!("{MAGIC}\nfrom {}\n", envelope.sender());
-        for to in &envelope.to {
-            head.push_str(&format!("to {to}\n"));
-        }
-        if let Some(key) = key {
-            head.push_str(&format!("key {key}\n"));
-        }
-        head.push('\n');
-        if let Err(e) = file.write_all(head.as_bytes()) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        Ok(Writer {
-            file: Some(file),
+        let (tmp, queue) = (self.dir("tmp").join(id), self.dir("queue"));
+        Writer::start(tmp, queue.join(id), queue, envelope, key, None)
+    }
+
+    /// Starts writing a spool file `dir/ID` through `dir/.ID.tmp` (the same
+    /// directory, for writers that may use no other: the drop directory),
+    /// with exactly `mode` whatever the umask; committed like a message.
+    pub fn create_in(dir: &Path, id: &str, envelope: &Envelope, mode: u32) -> io::Result<Writer> {
+        let tmp = dir.join(format!(".{id}.tmp"));
+        Writer::start(
             tmp,
-            done: self.dir("queue").join(id),
-            queue: self.dir("queue"),
-        })
+            dir.join(id),
+            dir.to_path_buf(),
+            envelope,
+            None,
+            Some(mode),
+        )
     }
 
     /// Ids of the queued messages, oldest first.
     pub fn list(&self) -> io::Result<Vec<String>> {
+        self.list_in("queue")
+    }
+
+    /// Ids of the messages in `failed/`, oldest first.
+    pub fn list_failed(&self) -> io::Result<Vec<String>> {
+        self.list_in("failed")
+    }
+
+    /// The file of message `id` in `queue/` or, when `failed`, in `failed/`.
+    pub fn path(&self, id: &str, failed: bool) -> PathBuf {
+        self.dir(if failed { "failed" } else { "queue" }).join(id)
+    }
+
+    fn list_in(&self, dir: &str) -> io::Result<Vec<String>> {
         let mut ids = Vec::new();
-        for entry in fs::read_dir(self.dir("queue"))? {
+        for entry in fs::read_dir(self.dir(dir))? {
             let name = entry?.file_name();
             match name.to_str() {
                 Some(id) if crate::id::is_valid(id) => ids.push(id.to_string()),
                 _ => log::warn!(
                     "ignoring stray file {:?} in {}",
                     name,
-                    self.dir("queue").display()
+                    self.dir(dir).display()
                 ),
             }
         }
@@ -131,6 +155,12 @@ impl Spool {
         fs::remove_file(self.dir("queue").join(id))
     }
 
+    /// Puts message `id` from `failed/` back into `queue/`, durably.
+    pub fn requeue(&self, id: &str) -> io::Result<()> {
+        fs::rename(self.dir("failed").join(id), self.dir("queue").join(id))?;
+        sync_dir(&self.dir("queue"))
+    }
+
     /// Moves message `id` to `failed/`, keeping it for the operator.
     pub fn fail(&self, id: &str) -> io::Result<PathBuf> {
         let to = self.dir("failed").join(id);
@@ -149,8 +179,8 @@ pub struct Head {
     pub key: Option<String>,
 }
 
-/// Parses the head lines; returns them and the message's offset.
-fn read_head(mut r: impl BufRead) -> io::Result<(Head, u64)> {
+/// Parses the head lines of a spool file; returns them and the message's offset.
+pub fn read_head(mut r: impl BufRead) -> io::Result<(Head, u64)> {
     let bad =
         |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("spool file: {what}"));
     let mut offset = 0u64;
@@ -202,6 +232,50 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// Creates `tmp` (with exactly `mode` when given) and writes the head;
+    /// the commit renames it to `done` and syncs `dir`.
+    fn start(
+        tmp: PathBuf,
+        done: PathBuf,
+        dir: PathBuf,
+        envelope: &Envelope,
+        key: Option<&str>,
+        mode: Option<u32>,
+    ) -> io::Result<Writer> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode.unwrap_or(0o666))
+            .open(&tmp)?;
+        if let Some(mode) = mode {
+            // The umask took bits away at create; the file must have them all.
+            if let Err(e) = file.set_permissions(fs::Permissions::from_mode(mode)) {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+        let mut file = BufWriter::with_capacity(64 * 1024, file);
+        let mut head = format!("{MAGIC}\nfrom {}\n", envelope.sender());
+        for to in &envelope.to {
+            head.push_str(&format!("to {to}\n"));
+        }
+        if let Some(key) = key {
+            head.push_str(&format!("key {key}\n"));
+        }
+        head.push('\n');
+        if let Err(e) = file.write_all(head.as_bytes()) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(Writer {
+            file: Some(file),
+            tmp,
+            done,
+            queue: dir,
+        })
+    }
+
     /// Appends message bytes.
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         match &mut self.file {
@@ -295,6 +369,40 @@ mod tests {
         let failed = spool.fail("00000000000000000A").unwrap();
         assert!(failed.exists());
         assert!(spool.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn create_in_one_directory_with_an_exact_mode_and_requeue() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let drop = dir.path().join("drop");
+        fs::create_dir(&drop).unwrap();
+        let mut w = Spool::create_in(&drop, "00000000000000000E", &envelope(), 0o640).unwrap();
+        w.write(b"x\r\n").unwrap();
+        assert!(drop.join(".00000000000000000E.tmp").exists());
+        w.commit().unwrap();
+        let file = drop.join("00000000000000000E");
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
+        let (head, offset) = read_head(BufReader::new(File::open(&file).unwrap())).unwrap();
+        assert_eq!(head.envelope, envelope());
+        assert_eq!(fs::metadata(&file).unwrap().len() - offset, 3);
+
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        spool
+            .create("00000000000000000F", &envelope(), None)
+            .unwrap()
+            .commit()
+            .unwrap();
+        spool.fail("00000000000000000F").unwrap();
+        assert_eq!(spool.list_failed().unwrap(), ["00000000000000000F"]);
+        assert!(spool.list().unwrap().is_empty());
+        spool.requeue("00000000000000000F").unwrap();
+        assert_eq!(spool.list().unwrap(), ["00000000000000000F"]);
+        assert!(spool.requeue("00000000000000000F").is_err());
+        assert!(Spool::at(dir.path()).path("X", true).ends_with("failed/X"));
     }
 
     #[test]

@@ -4,10 +4,15 @@
 //!
 //! # Layout
 //!
-//! - `main`: arguments, configuration, start and stop.
+//! - `main`: arguments, configuration, start (as root: sockets, spool,
+//!   keys; then the switch to `user`) and stop.
 //! - [`server`]: the accept loop (allow list, connection limit).
 //! - [`connection`]: one SMTP session's socket I/O around `hedwig::smtp`.
+//! - [`sendmail`]: `mailman sendmail`, for cron and scripts on the host:
+//!   stdin into the drop directory ([`maildrop`]); [`pickup`] moves drops
+//!   into the spool.
 //! - [`forward`]: drains the spool to postoffice with retries.
+//! - [`queue`]: `mailman queue` (and `sendmail -bp`, `mailq`): list, requeue.
 //! - [`http`]: the hand-off over HTTP(S), with failover (the one module that knows surf).
 //! - [`shutdown`]: the stop signal every task waits on.
 #![forbid(unsafe_code)]
@@ -16,13 +21,19 @@
 mod connection;
 mod forward;
 mod http;
+mod maildrop;
+mod pickup;
+mod queue;
 mod schedule;
+mod sendmail;
 mod server;
 mod shutdown;
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_net::TcpListener;
 use futures_lite::StreamExt;
@@ -31,24 +42,50 @@ use hedwig::smtp::session::SessionConfig;
 use hedwig::spool::Spool;
 
 const ABOUT: &str = "mailman: hedwig's SMTP relay for docker hosts. It accepts mail on the docker0
-address, spools it durably and hands it to postoffice over HTTP(S).";
+address, spools it durably and hands it to postoffice over HTTP(S).
+
+Commands (see README):
+  mailman sendmail [--config PATH] [-t] [-i|-oi] [-f ADDR] [-F NAME] [RCPT...]
+                     queue the message on stdin (also as a link named sendmail)
+  mailman queue [--config PATH] [--json]      list the spool (also sendmail -bp, mailq)
+  mailman queue requeue [--config PATH] ID... | --failed
+                     put failed messages back; a running mailman sends them";
 
 fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    let program = args.next().unwrap_or_default();
+    let rest: Vec<OsString> = args.collect();
+    // `ln -s /usr/local/bin/mailman /usr/sbin/sendmail` (and mailq) work.
+    match std::path::Path::new(&program)
+        .file_name()
+        .and_then(|n| n.to_str())
+    {
+        Some("sendmail") => return sendmail::main(rest, sendmail::Mode::Deliver),
+        Some("mailq") => return sendmail::main(rest, sendmail::Mode::List),
+        _ => {}
+    }
+    match rest.first().and_then(|a| a.to_str()) {
+        Some("sendmail") => return sendmail::main(rest[1..].to_vec(), sendmail::Mode::Deliver),
+        Some("queue") => return queue::main(rest[1..].to_vec()),
+        _ => {}
+    }
     let version = env!("CARGO_PKG_VERSION");
     let section = hedwig::config::Config::into_mailman;
     match hedwig::cli::start("mailman", version, ABOUT, section, |c| c.log_level) {
-        Ok(config) => hedwig::cli::exit("mailman", smol::block_on(run(config))),
+        Ok(config) => hedwig::cli::exit("mailman", start(config)),
         Err(code) => code,
     }
 }
 
-/// Starts everything, then waits for SIGTERM or SIGINT and stops in order.
-async fn run(config: Mailman) -> Result<(), String> {
-    let mut signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-            .map_err(|e| format!("cannot watch signals: {e}"))?;
+/// Opens what may need root (the spool and its drop directory, the token
+/// and CA files, the listening sockets), becomes `user` while the process
+/// has one thread, takes what `sendmail` dropped meanwhile, then runs.
+fn start(config: Mailman) -> Result<(), String> {
+    let account = config.user.as_ref().map(|u| u.account()).transpose()?;
     let spool =
         Spool::open(&config.spool).map_err(|e| format!("spool {}: {e}", config.spool.display()))?;
+    maildrop::prepare(&config.spool, account.as_ref())
+        .map_err(|e| format!("spool {}: {e}", config.spool.display()))?;
     let token = config
         .postoffice
         .token()
@@ -65,11 +102,48 @@ async fn run(config: Mailman) -> Result<(), String> {
     let mut listeners = Vec::new();
     for listen in &config.listen {
         let addr = resolve(listen)?;
-        let l = TcpListener::bind(addr)
-            .await
+        let l = std::net::TcpListener::bind(addr)
             .map_err(|e| format!("listen {listen} ({addr}): {e}"))?;
         listeners.push(l);
     }
+    if let Some(account) = &account {
+        hedwig::privilege::become_user(account)?;
+        log::info!(
+            "running as {} ({}:{})",
+            account.name,
+            account.uid,
+            account.gid
+        );
+    }
+    let pickup = Arc::new(pickup::Pickup {
+        spool: spool.clone(),
+        hostname: config.resolved_hostname(),
+        max_message_size: config.max_message_size,
+        max_recipients: config.max_recipients,
+        max_header: config.max_header_size,
+        uid: hedwig::privilege::uid(),
+    });
+    // Before the forwarder lists the spool, so it finds these too.
+    pickup.pass(SystemTime::now(), false);
+    smol::block_on(run(config, spool, handoff, listeners, pickup))
+}
+
+/// Starts everything, then waits for SIGTERM or SIGINT and stops in order.
+async fn run(
+    config: Mailman,
+    spool: Spool,
+    handoff: http::Handoff,
+    listeners: Vec<std::net::TcpListener>,
+    pickup: Arc<pickup::Pickup>,
+) -> Result<(), String> {
+    let mut signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .map_err(|e| format!("cannot watch signals: {e}"))?;
+    let listeners = listeners
+        .into_iter()
+        .map(TcpListener::try_from)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("listen: {e}"))?;
     let hostname = config.resolved_hostname();
     let (trigger, shutdown) = shutdown::new();
     let (accepted_tx, accepted_rx) = async_channel::unbounded();
@@ -85,7 +159,7 @@ async fn run(config: Mailman) -> Result<(), String> {
         timeout: config.timeout,
         data_timeout: config.data_timeout,
         spool: spool.clone(),
-        accepted: accepted_tx,
+        accepted: accepted_tx.clone(),
         shutdown: shutdown.clone(),
         masquerade: config.masquerade.as_ref().map(|m| {
             let names = [hostname.clone(), hedwig::config::system_hostname()];
@@ -103,6 +177,8 @@ async fn run(config: Mailman) -> Result<(), String> {
         config.spool.display(),
         config.postoffice.urls.join(", ")
     );
+    let retry = (config.postoffice.retry.first, config.postoffice.retry.max);
+    let pickup = smol::spawn(pickup::run(pickup, accepted_tx.clone(), shutdown.clone()));
     let forwarder = smol::spawn(forward::run(
         spool,
         handoff,
@@ -122,6 +198,7 @@ async fn run(config: Mailman) -> Result<(), String> {
     }
     trigger.fire();
     server.await;
+    pickup.await;
     forwarder.await;
     log::info!("stopped");
     Ok(())
@@ -135,6 +212,15 @@ fn resolve(listen: &Listen) -> Result<SocketAddr, String> {
         Listen::Interface { name, port } => {
             let ifaces = if_addrs::get_if_addrs()
                 .map_err(|e| format!("listen {listen}: cannot list interfaces: {e}"))?;
+            if !ifaces.iter().any(|i| &i.name == name) {
+                let mut names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
+                names.sort_unstable();
+                names.dedup();
+                return Err(format!(
+                    "listen {listen}: there is no interface {name} (interfaces: {})",
+                    names.join(", ")
+                ));
+            }
             ifaces
                 .iter()
                 .filter(|i| &i.name == name)

@@ -245,6 +245,22 @@ impl Check for PathArg {
     }
 }
 
+pub(crate) struct UserArg;
+
+impl Check for UserArg {
+    type Output = crate::privilege::RunAs;
+    fn check(s: String) -> Result<crate::privilege::RunAs, String> {
+        s.parse()
+    }
+}
+
+/// An optional account to run as: a user name or `UID:GID`.
+pub(crate) fn opt_user<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::privilege::RunAs>, D::Error> {
+    Ok(Option::<Checked<UserArg>>::deserialize(d)?.map(|u| u.0))
+}
+
 /// A non-empty string (an empty secret would accept or send nothing useful).
 pub(crate) struct Secret;
 

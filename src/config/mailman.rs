@@ -9,6 +9,7 @@ use log::LevelFilter;
 use super::de;
 use super::net::{self, Listen};
 use super::upstream::Upstream;
+use crate::privilege::RunAs;
 
 /// mailman's settings.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -77,6 +78,10 @@ pub struct Mailman {
     /// Log level; RUST_LOG, when set, overrides it.
     #[serde(default = "de::default_log_level", deserialize_with = "de::log_level")]
     pub log_level: LevelFilter,
+    /// Account to become once the sockets and the spool are open; `None`
+    /// keeps running as whoever started it.
+    #[serde(default, deserialize_with = "de::opt_user")]
+    pub user: Option<RunAs>,
 }
 
 /// Sender identity for containers: a sender whose domain is not a FQDN, or
@@ -204,6 +209,7 @@ mod tests {
         assert_eq!(m.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(m.log_level, LevelFilter::Info);
         assert_eq!(m.masquerade, None);
+        assert_eq!(m.user, None);
         // The postoffice sub-section's defaults are tested in upstream.rs.
     }
 
@@ -233,6 +239,7 @@ mod tests {
             shutdown_timeout: "0s",
             masquerade: Some((domain: "Example.org", rewrite_from_header: false)),
             log_level: "debug",
+            user: Some("hedwig"),
             "#,
         );
         let masquerade = Masquerade {
@@ -257,6 +264,7 @@ mod tests {
         assert_eq!(m.data_timeout, Duration::from_secs(5400));
         assert_eq!(m.shutdown_timeout, Duration::ZERO);
         assert_eq!(m.log_level, LevelFilter::Debug);
+        assert_eq!(m.user, Some(RunAs::Name("hedwig".into())));
         assert_eq!(m.postoffice.token, Token::File("/etc/hedwig/token".into()));
         assert_eq!(m.postoffice.retry.first, Duration::from_millis(250));
         assert_eq!(m.postoffice.ca_file, Some("/etc/hedwig/ca.pem".into()));
@@ -299,6 +307,8 @@ mod tests {
         assert!(e(r#"allow: ["10.0.0.0/33"]"#)
             .ends_with("mailman.allow: invalid network \"10.0.0.0/33\""));
         assert!(e(r#"hostname: "a b""#).ends_with("mailman.hostname: invalid hostname \"a b\""));
+        assert!(e(r#"user: "Root""#)
+            .ends_with("mailman.user: invalid user \"Root\": write a name or UID:GID"));
         assert!(e(r#"spool: """#).ends_with("mailman.spool: path is empty"));
         assert!(e(r#"timeout: "0s""#).ends_with("mailman.timeout: must be longer than zero"));
         assert!(

@@ -13,6 +13,7 @@ use super::delivery::Delivery;
 use super::dkim::{self, DkimKey};
 use super::net;
 use super::token::Token;
+use crate::privilege::RunAs;
 
 /// postoffice's settings.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct Postoffice {
     pub dkim: Vec<DkimKey>,
     /// Log level; RUST_LOG, when set, overrides it.
     pub log_level: LevelFilter,
+    /// Account to become once the listener, queue and TLS key are open.
+    pub user: Option<RunAs>,
 }
 
 impl Postoffice {
@@ -108,6 +111,8 @@ struct RawPostoffice {
     dkim: Vec<DkimKey>,
     #[serde(default = "de::default_log_level", deserialize_with = "de::log_level")]
     log_level: LevelFilter,
+    #[serde(default, deserialize_with = "de::opt_user")]
+    user: Option<RunAs>,
 }
 
 impl<'de> Deserialize<'de> for Postoffice {
@@ -137,6 +142,7 @@ impl<'de> Deserialize<'de> for Postoffice {
             delivery: raw.delivery,
             dkim: raw.dkim,
             log_level: raw.log_level,
+            user: raw.user,
         })
     }
 }
@@ -240,6 +246,7 @@ mod tests {
         assert_eq!(p.dns, Dns::System);
         assert_eq!(p.log_level, LevelFilter::Info);
         assert!(p.dkim.is_empty());
+        assert_eq!(p.user, None);
         // The delivery sub-section's defaults are tested in delivery.rs.
     }
 
@@ -266,6 +273,7 @@ mod tests {
                 (domain: "example.org", selector: "ed2026", key: "/etc/hedwig/dkim/example.org.ed25519.pem"),
             ],
             log_level: "trace",
+            user: "998:997",
             "#,
         );
         assert_eq!(p.dkim.len(), 2);
@@ -302,6 +310,7 @@ mod tests {
         assert_eq!(p.dns, Dns::Nameservers(servers));
         assert_eq!(p.delivery.port, 2525);
         assert_eq!(p.log_level, LevelFilter::Trace);
+        assert_eq!(p.user, Some(RunAs::Ids { uid: 998, gid: 997 }));
     }
 
     #[test]
