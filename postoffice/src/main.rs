@@ -11,14 +11,16 @@
 //! - [`queue`]: durable records and the schedule of next attempts.
 //! - [`delivery`]: takes due messages, finds the MX ([`dns`]), speaks SMTP
 //!   to it, records outcomes; [`bounce`] writes the DSN for failures.
-//! - [`metrics`]: counters for `/metrics`.
+//! - [`metrics`]: counters for `/metrics`; [`status`]: the status page at `/`.
 //! - [`dkim`] signs what delivery sends; [`doctor`] (`postoffice doctor`)
 //!   checks that this host can deliver and will be believed.
+//! - [`command`]: `postoffice queue`, the operator's commands, through the API.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod api;
 mod bounce;
+mod command;
 mod compose;
 mod delivery;
 mod dkim;
@@ -26,6 +28,7 @@ mod dns;
 mod doctor;
 mod metrics;
 mod queue;
+mod status;
 #[cfg(test)]
 mod testing;
 
@@ -56,30 +59,49 @@ fn main() -> ExitCode {
     if args.peek().is_some_and(|a| a == "doctor") {
         return doctor::main(args.skip(1));
     }
+    if args.peek().is_some_and(|a| a == "queue") {
+        return command::main(args.skip(1).collect());
+    }
     match hedwig::cli::start("postoffice", version, ABOUT, section, |c| c.log_level) {
-        Ok(config) => hedwig::cli::exit("postoffice", smol::block_on(run(config))),
+        Ok(config) => hedwig::cli::exit("postoffice", start(config)),
         Err(code) => code,
     }
 }
 
-/// Starts the queue, the delivery loop and the API; stops on SIGTERM/SIGINT.
-async fn run(config: Postoffice) -> Result<(), String> {
-    let mut signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-            .map_err(|e| format!("cannot watch signals: {e}"))?;
+/// What is opened before the switch to `user`.
+struct Opened {
+    tokens: Vec<String>,
+    queue: queue::Queue,
+    woken: async_channel::Receiver<()>,
+    tls: Option<hedwig::http::tls::Acceptor>,
+    signer: dkim::Signer,
+    listener: std::net::TcpListener,
+}
+
+/// Opens what may need root (tokens, the queue, the TLS key, the DKIM keys,
+/// the listening socket), becomes `user` while the process has one thread, then runs.
+fn start(config: Postoffice) -> Result<(), String> {
+    let account = config.user.as_ref().map(|u| u.account()).transpose()?;
     let tokens = config.read_tokens().map_err(|e| format!("tokens: {e}"))?;
-    let hostname = config.resolved_hostname();
     let d = &config.delivery;
     let policy = queue::record::Policy {
         first: d.retry.first,
         max: d.retry.max,
         give_up: d.retry.give_up,
     };
-    let store = queue::store::Store::open(&config.queue)
-        .map_err(|e| format!("queue {}: {e}", config.queue.display()))?;
+    let in_queue = |e: std::io::Error| format!("queue {}: {e}", config.queue.display());
+    let store = queue::store::Store::open(&config.queue).map_err(in_queue)?;
+    if let Some(account) = account.as_ref().filter(|_| hedwig::privilege::is_root()) {
+        let dirs = ["", "tmp", "queue", "failed", "state"].map(|d| config.queue.join(d));
+        let dirs: Vec<&std::path::Path> = dirs
+            .iter()
+            .filter(|d| d.exists())
+            .map(|d| d.as_path())
+            .collect();
+        hedwig::privilege::hand_over(&dirs, account).map_err(in_queue)?;
+    }
     let keep = d.keep_status.as_millis() as u64;
-    let (queue, woken) = queue::Queue::load(store, policy, keep, now_ms())
-        .map_err(|e| format!("queue {}: {e}", config.queue.display()))?;
+    let (queue, woken) = queue::Queue::load(store, policy, keep, now_ms()).map_err(in_queue)?;
     let tls = match &config.tls {
         Some(t) => Some(hedwig::http::tls::Acceptor::new(&t.cert, &t.key)?),
         None => None,
@@ -88,11 +110,46 @@ async fn run(config: Postoffice) -> Result<(), String> {
     for key in signer.describe() {
         log::info!("DKIM: signing mail from {key}");
     }
+    let listener = std::net::TcpListener::bind(config.listen)
+        .map_err(|e| format!("listen {}: {e}", config.listen))?;
+    if let Some(account) = &account {
+        hedwig::privilege::become_user(account)?;
+        log::info!(
+            "running as {} ({}:{})",
+            account.name,
+            account.uid,
+            account.gid
+        );
+    }
+    let opened = Opened {
+        tokens,
+        queue,
+        woken,
+        tls,
+        signer,
+        listener,
+    };
+    smol::block_on(run(config, opened))
+}
+
+/// Starts the delivery loop and the API; stops on SIGTERM/SIGINT.
+async fn run(config: Postoffice, opened: Opened) -> Result<(), String> {
+    let Opened {
+        tokens,
+        queue,
+        woken,
+        tls,
+        signer,
+        listener,
+    } = opened;
+    let mut signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .map_err(|e| format!("cannot watch signals: {e}"))?;
+    let hostname = config.resolved_hostname();
     let metrics = Arc::new(metrics::Metrics::default());
     let resolver = dns::Resolver::new(&config.dns).map_err(|e| format!("dns: {e}"))?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("listen {}: {e}", config.listen))?;
+    let listener =
+        TcpListener::try_from(listener).map_err(|e| format!("listen {}: {e}", config.listen))?;
     log::info!(
         "postoffice {} as {hostname} on {}{}, queue {}",
         env!("CARGO_PKG_VERSION"),

@@ -1,10 +1,13 @@
-//! Counters for `GET /metrics`, in Prometheus' text format.
+//! Counters for `GET /metrics`, in Prometheus' text format, and the recent
+//! past for the status page ([`crate::status::Activity`]), fed by the same calls.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::queue::record::State;
+use crate::queue::record::{Record, State};
 use crate::queue::Counts;
+use crate::status::history::{Failure, Kind};
+use crate::status::Activity;
 
 /// Upper bounds of the delivery latency histogram, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -21,6 +24,7 @@ pub struct Metrics {
     /// Delivery latency (acceptance to 250) per bucket, plus +Inf.
     buckets: [AtomicU64; BUCKETS.len() + 1],
     latency_sum_ms: AtomicU64,
+    activity: Activity,
 }
 
 impl Metrics {
@@ -29,9 +33,15 @@ impl Metrics {
         self.accepted.fetch_add(1, Relaxed);
     }
 
+    /// The recent past, for the status page.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
     /// A recipient was delivered `latency_ms` after acceptance.
     pub fn delivered(&self, latency_ms: u64) {
         self.delivered.fetch_add(1, Relaxed);
+        self.activity.count(Kind::Delivered, crate::now_ms());
         let secs = latency_ms as f64 / 1000.0;
         let bucket = BUCKETS
             .iter()
@@ -41,14 +51,27 @@ impl Metrics {
         self.latency_sum_ms.fetch_add(latency_ms, Relaxed);
     }
 
-    /// A recipient was deferred.
-    pub fn deferred(&self) {
-        self.deferred.fetch_add(1, Relaxed);
-    }
-
-    /// A recipient bounced.
-    pub fn bounced(&self) {
-        self.bounced.fetch_add(1, Relaxed);
+    /// Recipient `i` of `record`, as it stands after an attempt at `now`,
+    /// was deferred or bounced: counted, and kept for the status page.
+    pub fn failed(&self, record: &Record, i: usize, now: u64) {
+        let r = &record.recipients[i];
+        let kind = if r.state == State::Bounced {
+            self.bounced.fetch_add(1, Relaxed);
+            Kind::Bounced
+        } else {
+            self.deferred.fetch_add(1, Relaxed);
+            Kind::Deferred
+        };
+        self.activity.count(kind, now);
+        let text = r.history.last().map_or("", |a| a.text.as_str());
+        let failure = Failure {
+            at: now,
+            id: record.id.clone(),
+            recipient: r.address.clone(),
+            kind,
+            text: text.to_string(),
+        };
+        self.activity.fail(failure, &record.domain(i));
     }
 
     /// The text exposition, with queue gauges from `counts`.
@@ -128,7 +151,22 @@ mod tests {
         m.accepted(2);
         m.delivered(30);
         m.delivered(2000);
-        m.bounced();
+        let mut r = Record::new("ID".into(), "".into(), &["a@b.test".into()], 1, None, 0);
+        let policy = crate::queue::record::Policy {
+            first: std::time::Duration::from_secs(1),
+            max: std::time::Duration::from_secs(1),
+            give_up: std::time::Duration::from_secs(1),
+        };
+        let bounce = crate::queue::record::Outcome::Bounced {
+            relay: None,
+            error: "550 no".into(),
+            reply: None,
+        };
+        r.apply(0, bounce, 5, &policy);
+        m.failed(&r, 0, 5);
+        let recent = m.activity().snapshot(5);
+        assert_eq!(recent.failures[0].text, "550 no");
+        assert_eq!(recent.per_minute[1439], [0, 0, 1]);
         let text = m.render(&Counts::default());
         assert!(text.contains("hedwig_messages_accepted_total 1\n"));
         assert!(text.contains("hedwig_recipients_delivered_total 2\n"));
@@ -136,5 +174,6 @@ mod tests {
         assert!(text.contains("hedwig_delivery_latency_seconds_bucket{le=\"2.5\"} 2\n"));
         assert!(text.contains("hedwig_delivery_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("hedwig_queue_recipients{state=\"deferred\"} 0\n"));
+        assert!(text.contains("hedwig_recipients_bounced_total 1\n"));
     }
 }

@@ -1,10 +1,15 @@
-//! The HTTP API: tide routes ([`routes`]), hyper speaks HTTP/1.0 and 1.1
-//! on each connection ([`conn`], through `hedwig::http`), all on smol's
-//! executor. This module accepts connections, at most `max_connections` at
-//! once: the next get a 503 and are closed.
+//! The HTTP API: tide routes ([`routes`], and the status page's
+//! [`status`]), hyper speaks HTTP/1.0 and 1.1 on each connection ([`conn`],
+//! through `hedwig::http`), all on smol's executor. This module accepts
+//! connections, at most `max_connections` at once: the next get a 503 and
+//! are closed. [`client`] is `postoffice queue`'s side of the API.
 
+pub mod client;
 mod conn;
 mod routes;
+mod status;
+
+pub use routes::rfc3339;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -24,6 +24,7 @@ pub fn app(state: State) -> tide::Server<State> {
     app.at("/v1/messages/:id")
         .get(get_message)
         .delete(delete_message);
+    app.at("/v1/messages/:id/flush").post(flush_message);
     app.at("/v1/queue").get(get_queue);
     app.at("/v1/queue/flush").post(flush);
     app.at("*")
@@ -32,6 +33,8 @@ pub fn app(state: State) -> tide::Server<State> {
     app.at("/")
         .options(options)
         .all(|_| async { Ok(error(StatusCode::NotFound, "no such endpoint")) });
+    // GET / and /messages/:id: the status page; other methods fall to the above.
+    super::status::mount(&mut app);
     app
 }
 
@@ -60,7 +63,7 @@ fn now_ms() -> u64 {
 }
 
 /// Compares without an early exit, so timing tells nothing of the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for (i, x) in a.iter().enumerate() {
         diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
@@ -291,7 +294,8 @@ async fn accept(
     }
 }
 
-fn rfc3339(ms: u64) -> String {
+/// A time in ms since 1970 as RFC 3339, UTC, to the second.
+pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
@@ -309,6 +313,12 @@ pub fn view(r: &Record) -> Value {
                 "next_attempt": x.next_attempt.map(rfc3339),
                 "relay": x.relay,
                 "reply": x.reply,
+                "history": x.history.iter().map(|a| json!({
+                    "at": rfc3339(a.at),
+                    "state": a.state.name(),
+                    "relay": a.relay,
+                    "text": a.text,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -396,6 +406,21 @@ async fn flush(req: Request<State>) -> tide::Result {
     let n = req.state().queue.flush(now_ms());
     log::info!("queue flush: {n} messages due now");
     Ok(json_response(StatusCode::Accepted, json!({ "flushed": n })))
+}
+
+async fn flush_message(req: Request<State>) -> tide::Result {
+    authorized!(req);
+    let id = req.param("id").unwrap_or_default();
+    Ok(match req.state().queue.flush_one(id, now_ms()) {
+        Some(deferred) => {
+            log::info!("{id}: flushed through the API");
+            json_response(
+                StatusCode::Accepted,
+                json!({ "id": id, "flushed": deferred }),
+            )
+        }
+        None => error(StatusCode::NotFound, format!("no message {id}")),
+    })
 }
 
 async fn metrics(req: Request<State>) -> tide::Result {

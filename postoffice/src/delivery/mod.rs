@@ -195,8 +195,7 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
                 State::Delivered => self
                     .metrics
                     .delivered(now.saturating_sub(record.received_at)),
-                State::Deferred => self.metrics.deferred(),
-                State::Bounced => self.metrics.bounced(),
+                State::Deferred | State::Bounced => self.metrics.failed(&after, i, now),
                 State::Queued => {}
             }
         }

@@ -288,6 +288,19 @@ impl Queue {
         flushed.len()
     }
 
+    /// Makes the deferred recipients of `id` due now; `None` when `id` is
+    /// unknown, else whether any was deferred.
+    pub fn flush_one(&self, id: &str, now: u64) -> Option<bool> {
+        let mut inner = self.lock();
+        let flushed = inner.records.get_mut(id)?.flush(now);
+        if flushed && !inner.in_flight.contains(id) {
+            inner.schedule(id, Slot::Due(now));
+        }
+        drop(inner);
+        self.notify();
+        Some(flushed)
+    }
+
     /// Drops finished records whose status time ran out by `now`.
     pub fn expire(&self, now: u64) {
         loop {
@@ -495,6 +508,12 @@ mod tests {
         assert!(q.take_due(10).is_empty());
         assert_eq!(q.flush(10), 1);
         assert_eq!(q.take_due(10).len(), 1);
+        q.finish(&id, vec![(0, deferred(0)), (1, deferred(1))], 10)
+            .unwrap();
+        assert!(q.take_due(11).is_empty());
+        assert_eq!(q.flush_one("nope", 11), None);
+        assert_eq!(q.flush_one(&id, 11), Some(true));
+        assert_eq!(q.take_due(11).len(), 1);
         assert!(q.delete(&id).unwrap());
         assert!(!q.delete(&id).unwrap());
         assert!(queue(dir.path(), 20).get(&id).is_none());

@@ -64,6 +64,26 @@ pub struct Recipient {
     pub reply: Option<String>,
     /// When it became final.
     pub ended_at: Option<u64>,
+    /// The last [`HISTORY`] attempts, oldest first (`attempts` counts all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Attempt>,
+}
+
+/// How many attempts a recipient's record keeps: enough to see a pattern,
+/// few enough that a long-deferred message stays small in memory and on disk.
+pub const HISTORY: usize = 10;
+
+/// One delivery attempt, as the status page and `postoffice queue show` list it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When it ended (ms since 1970).
+    pub at: u64,
+    /// What it came to: delivered, deferred or bounced.
+    pub state: State,
+    /// `host[ip]:port`, when a server was reached.
+    pub relay: Option<String>,
+    /// The remote's reply, else what went wrong.
+    pub text: String,
 }
 
 /// A message in the queue.
@@ -113,6 +133,40 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The attempt this outcome records at `now` (its state may still turn
+    /// from deferred to bounced: give-up time).
+    fn attempt(&self, now: u64) -> Attempt {
+        let (state, relay, text) = match self {
+            Outcome::Delivered { relay, reply } => (State::Delivered, Some(relay), reply),
+            Outcome::Deferred {
+                relay,
+                error,
+                reply,
+            } => (
+                State::Deferred,
+                relay.as_ref(),
+                reply.as_ref().unwrap_or(error),
+            ),
+            Outcome::Bounced {
+                relay,
+                error,
+                reply,
+            } => (
+                State::Bounced,
+                relay.as_ref(),
+                reply.as_ref().unwrap_or(error),
+            ),
+        };
+        Attempt {
+            at: now,
+            state,
+            relay: relay.cloned(),
+            text: text.clone(),
+        }
+    }
+}
+
 /// The delivery policy's timing.
 #[derive(Clone, Copy, Debug)]
 pub struct Policy {
@@ -149,6 +203,7 @@ impl Record {
                 relay: None,
                 reply: None,
                 ended_at: None,
+                history: Vec::new(),
             })
             .collect();
         Record {
@@ -167,6 +222,7 @@ impl Record {
         let age = now.saturating_sub(self.received_at);
         let r = &mut self.recipients[i];
         r.attempts += 1;
+        let attempt = outcome.attempt(now);
         match outcome {
             Outcome::Delivered { relay, reply } => {
                 r.state = State::Delivered;
@@ -214,6 +270,13 @@ impl Record {
                 r.ended_at = Some(now);
             }
         }
+        if r.history.len() == HISTORY {
+            r.history.remove(0);
+        }
+        r.history.push(Attempt {
+            state: r.state,
+            ..attempt
+        });
     }
 
     /// Indexes of the recipients due at `now`.
@@ -363,6 +426,33 @@ mod tests {
         r.apply(0, deferred(), 0, &POLICY);
         assert!(r.flush(1));
         assert_eq!(r.due(1), [0, 1]);
+    }
+
+    #[test]
+    fn history_keeps_the_last_attempts_in_order() {
+        let mut r = record();
+        for n in 0..(HISTORY as u64 + 3) {
+            r.apply(0, deferred(), n * MIN, &POLICY);
+        }
+        let h = &r.recipients[0].history;
+        assert_eq!(h.len(), HISTORY);
+        assert_eq!(h[0].at, 3 * MIN, "the oldest three fell off");
+        assert_eq!(h[HISTORY - 1].state, State::Deferred);
+        assert_eq!(h[0].relay.as_deref(), Some("mx[1.2.3.4]:25"));
+        assert_eq!(h[0].text, "450 busy");
+        r.apply(0, deferred(), 6 * 1440 * MIN, &POLICY);
+        assert_eq!(
+            r.recipients[0].history.last().unwrap().state,
+            State::Bounced,
+            "gave up"
+        );
+        // Records written before the history existed still load.
+        let old = r#"{"address":"a@b","state":"queued","attempts":0,"last_error":null,
+            "next_attempt":0,"relay":null,"reply":null,"ended_at":null}"#;
+        assert!(serde_json::from_str::<Recipient>(old)
+            .unwrap()
+            .history
+            .is_empty());
     }
 
     #[test]
