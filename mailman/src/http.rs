@@ -190,12 +190,60 @@ impl Handoff {
                 Err(Failure::Other(format!("no answer within {limit:?}")))
             })
             .await?;
-        let body = String::from_utf8_lossy(&body);
-        let body = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        let body = summary(&String::from_utf8_lossy(&body));
         log::info!(
             "{id}: hand-off status={status} latency={:.1}ms size={len} response={body}",
             started.elapsed().as_secs_f64() * 1000.0
         );
         Ok(handoff::outcome(status, &body))
+    }
+}
+
+/// What an answer's body says, in one line for the log: the JSON error (or
+/// the JSON itself), the title of an HTML page (a proxy's error page),
+/// else the start of the text with its whitespace collapsed; never more
+/// than 200 characters.
+fn summary(body: &str) -> String {
+    let body = body.trim();
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(body) {
+        return one_line(json["error"].as_str().unwrap_or(&json.to_string()));
+    }
+    if body.starts_with('<') {
+        let title = body
+            .find("<title>")
+            .and_then(|i| body[i + 7..].split("</title>").next())
+            .map(|t| format!(" {:?}", one_line(t)))
+            .unwrap_or_default();
+        return format!("HTML page{title} ({} bytes)", body.len());
+    }
+    one_line(body)
+}
+
+fn one_line(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let line = words.join(" ");
+    match line.char_indices().nth(200) {
+        Some((end, _)) => format!("{}...", &line[..end]),
+        None => line,
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::summary;
+
+    #[test]
+    fn answers_become_one_short_line() {
+        assert_eq!(summary(r#"{"id": "X1"}"#), r#"{"id":"X1"}"#);
+        assert_eq!(summary("{\"error\": \"bad\\nthing\"}"), "bad thing");
+        let page = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+        let want = format!(
+            "HTML page \"502 Bad Gateway\" ({} bytes)",
+            page.trim().len()
+        );
+        assert_eq!(summary(page), want);
+        assert_eq!(summary("<p>no title"), "HTML page (11 bytes)");
+        assert_eq!(summary("line one\n  line two"), "line one line two");
+        assert_eq!(summary(&"x".repeat(300)).len(), 203);
     }
 }

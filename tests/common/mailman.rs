@@ -259,6 +259,11 @@ impl Mailman {
         );
     }
 
+    /// The config file mailman runs with.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
     /// Where mailman listens.
     pub fn addr(&self) -> SocketAddr {
         self.config.listen

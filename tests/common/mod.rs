@@ -14,6 +14,7 @@
 //! - `message.rs`: building test messages and checking what arrived.
 //! - `clients.rs`: running msmtp and swaks.
 //! - `raw.rs`: HTTP over a raw socket, answers parsed.
+//! - `host.rs`: commands run as cron runs them, other users, /proc, Python's email parser.
 //!
 //! Nothing here is allowed to hang: every socket has a timeout and every wait a bound.
 //! When a test panics, the mailman stderr log and the endpoint's record are printed
@@ -23,6 +24,7 @@
 pub mod clients;
 pub mod dkim;
 pub mod faults;
+pub mod host;
 pub mod mailman;
 pub mod message;
 pub mod postfix;
@@ -71,6 +73,14 @@ impl TestDir {
     /// The temp dir.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Lets other users reach the test's files (the temp dir is 0700), for
+    /// a test that runs something as an unprivileged user.
+    pub fn open_up(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the test dir");
     }
 
     /// A free port on this test's address (bind :0, read it, release it).

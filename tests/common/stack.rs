@@ -68,6 +68,11 @@ impl Proc {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("not running").id()
+    }
+
     /// Whether it still runs.
     pub fn alive(&mut self) -> bool {
         self.child
@@ -296,6 +301,16 @@ impl Postoffice {
     pub fn stop(&mut self, limit: Duration) -> bool {
         self.proc.sigterm();
         wait_until(limit, || !self.proc.alive())
+    }
+
+    /// The config file it runs with.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 
     /// Starts again on the same config and queue.
