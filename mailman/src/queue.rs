@@ -93,7 +93,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 }
 
 fn usage(problem: &str) -> ExitCode {
-    eprintln!("mailman queue: {problem}\n{USAGE}");
+    eprintln!("mailman queue: {problem} (see --help)");
     ExitCode::from(2)
 }
 

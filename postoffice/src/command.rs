@@ -100,7 +100,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 }
 
 fn usage(problem: &str) -> ExitCode {
-    eprintln!("postoffice queue: {problem}\n{USAGE}");
+    eprintln!("postoffice queue: {problem} (see --help)");
     ExitCode::from(2)
 }
 
@@ -223,8 +223,10 @@ fn write_message(out: &mut impl Write, m: &Value) -> io::Result<()> {
                 .map_or(String::new(), |t| format!(", next {t}")),
             text(&r["address"])
         )?;
+        // The remote's own words say more than our summary of them.
         if let Some(error) = r["last_error"].as_str() {
-            writeln!(out, "{:52}({error})", "")?;
+            let why = r["reply"].as_str().unwrap_or(error);
+            writeln!(out, "{:52}({why})", "")?;
         }
     }
     Ok(())
