@@ -102,7 +102,9 @@ impl History {
     /// Remembers a failed attempt (deferred or bounced) to `domain`.
     pub fn fail(&mut self, failure: Failure, domain: &str) {
         if failure.kind == Kind::Deferred {
-            let mut reason = failure.text.clone();
+            // Replies name the recipient; without it one reason counts once
+            // for all the recipients it stops.
+            let mut reason = failure.text.replace(&failure.recipient, "…");
             if reason.len() > REASON_LEN {
                 let mut end = REASON_LEN;
                 while !reason.is_char_boundary(end) {
@@ -250,6 +252,10 @@ mod tests {
             }
         }
         h.fail(failure(T, Kind::Bounced, "550 not a deferral"), "a.test");
+        h.fail(failure(T, Kind::Deferred, "450 <a@b.test>: greylisted"), "b.test");
+        let mut other = failure(T, Kind::Deferred, "450 <c@b.test>: greylisted");
+        other.recipient = "c@b.test".into();
+        h.fail(other, "b.test");
         let r = h.reasons(T, 10, 3);
         let got: Vec<(&str, u32, &str)> = r
             .iter()
@@ -259,6 +265,7 @@ mod tests {
             got,
             [
                 ("b.test", 9, "timeout"),
+                ("b.test", 2, "450 <…>: greylisted"),
                 ("a.test", 5, "450 greylisted"),
                 ("a.test", 2, "421 busy")
             ]
