@@ -300,23 +300,17 @@ async fn flush(client: &Client, id: Option<&String>) -> Result<(), Failure> {
 }
 
 async fn delete(client: &Client, ids: &[String]) -> Result<(), Failure> {
-    let mut missing = 0;
+    let mut missing = Vec::new();
     for id in ids {
         match call(client, Method::Delete, &format!("v1/messages/{id}")).await {
             Ok(_) => println!("{id}: deleted"),
-            Err(Failure(1, why)) => {
-                eprintln!("postoffice queue: {why}");
-                missing += 1;
-            }
+            Err(Failure(1, _)) => missing.push(id.as_str()),
             Err(other) => return Err(other),
         }
     }
-    match missing {
-        0 => Ok(()),
-        n => Err(Failure(
-            1,
-            format!("{n} of {} messages did not exist", ids.len()),
-        )),
+    match missing.as_slice() {
+        [] => Ok(()),
+        ids => Err(Failure(1, format!("no message {}", ids.join(", ")))),
     }
 }
 

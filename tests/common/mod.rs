@@ -14,6 +14,7 @@
 //! - `message.rs`: building test messages and checking what arrived.
 //! - `clients.rs`: running msmtp and swaks.
 //! - `raw.rs`: HTTP over a raw socket, answers parsed.
+//! - `docker.rs`: a docker engine of the test's own in a network namespace.
 //! - `host.rs`: commands run as cron runs them, other users, /proc, Python's email parser.
 //!
 //! Nothing here is allowed to hang: every socket has a timeout and every wait a bound.
@@ -23,6 +24,7 @@
 
 pub mod clients;
 pub mod dkim;
+pub mod docker;
 pub mod faults;
 pub mod host;
 pub mod mailman;
