@@ -19,16 +19,30 @@ use common::{wait_until, TestDir};
 fn a_missing_interface_is_named_with_the_ones_there_are() {
     let dir = TestDir::new();
     // docker0 on a host without docker; another name where docker runs.
-    let name = if std::path::Path::new("/sys/class/net/docker0").exists() { "nodocker9" } else { "docker0" };
+    let name = if std::path::Path::new("/sys/class/net/docker0").exists() {
+        "nodocker9"
+    } else {
+        "docker0"
+    };
     let config = Config::new(&dir, dir.free_addr());
-    let text = config.to_ron().replace(&format!("listen: [\"{}\"]", config.listen), &format!("listen: [\"{name}:25\"]"));
+    let text = config.to_ron().replace(
+        &format!("listen: [\"{}\"]", config.listen),
+        &format!("listen: [\"{name}:25\"]"),
+    );
     let path = dir.path().join("mailman.ron");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(binary()).arg("--config").arg(&path).output().unwrap();
+    let out = Command::new(binary())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let prefix = format!("mailman: listen {name}:25: there is no interface {name} (interfaces: ");
-    assert!(err.starts_with(&prefix) && err.contains("lo") && err.ends_with(")\n"), "{err}");
+    assert!(
+        err.starts_with(&prefix) && err.contains("lo") && err.ends_with(")\n"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "printed once: {err}");
 }
 
@@ -47,22 +61,48 @@ fn a_proxys_html_error_page_is_one_log_line() {
     )
     .unwrap();
     let mut cmd = Command::new("nginx");
-    cmd.arg("-p").arg(dir.path()).arg("-c").arg(&conf).arg("-g").arg(format!(
-        "daemon off; pid {}/nginx.pid; error_log stderr;",
-        dir.path().display()
-    ));
+    cmd.arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf)
+        .arg("-g")
+        .arg(format!(
+            "daemon off; pid {}/nginx.pid; error_log stderr;",
+            dir.path().display()
+        ));
     let _nginx = Proc::spawn(dir.path(), "nginx", &mut cmd);
-    assert!(wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(proxy).is_ok()), "nginx did not start");
+    assert!(
+        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
+            proxy
+        )
+        .is_ok()),
+        "nginx did not start"
+    );
 
     let mailman = Mailman::start(&dir, Config::new(&dir, proxy));
-    let id = Smtp::ehlo(mailman.addr()).send_mail("a@origin.test", &["b@dest.test"], &crlf("Subject: x\n\nx\n"));
-    let logged = wait_until(Duration::from_secs(10), || mailman.stderr().contains("hand-off deferred"));
+    let id = Smtp::ehlo(mailman.addr()).send_mail(
+        "a@origin.test",
+        &["b@dest.test"],
+        &crlf("Subject: x\n\nx\n"),
+    );
+    let logged = wait_until(Duration::from_secs(10), || {
+        mailman.stderr().contains("hand-off deferred")
+    });
     let log = mailman.stderr();
     assert!(logged, "{log}");
-    let line = log.lines().find(|l| l.contains(&id) && l.contains("status=502")).expect("the hand-off line");
-    assert!(line.contains(r#"response=HTML page "502 Bad Gateway" ("#), "{line}");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&id) && l.contains("status=502"))
+        .expect("the hand-off line");
+    assert!(
+        line.contains(r#"response=HTML page "502 Bad Gateway" ("#),
+        "{line}"
+    );
     for l in log.lines().filter(|l| !l.starts_with("--- ")) {
-        assert!(l.starts_with("[20"), "a line that is no log event: {l:?}\n{log}");
+        assert!(
+            l.starts_with("[20"),
+            "a line that is no log event: {l:?}\n{log}"
+        );
         assert!(!l.contains("<html") && !l.contains("<center>"), "{l}");
     }
 }

@@ -42,7 +42,13 @@ fn both_daemons_run_as_nobody_while_mail_flows() {
     let (addr, path) = (mailman.addr(), dir.path().to_path_buf());
     let sender = std::thread::spawn(move || {
         for n in 0..10 {
-            let sent = msmtp(&path, addr, "app@origin.test", &["a@dest.test"], &crlf(&format!("Subject: {n}\n\nx\n")));
+            let sent = msmtp(
+                &path,
+                addr,
+                "app@origin.test",
+                &["a@dest.test"],
+                &crlf(&format!("Subject: {n}\n\nx\n")),
+            );
             assert!(sent.ok, "{}", sent.transcript);
         }
     });
@@ -59,12 +65,23 @@ fn both_daemons_run_as_nobody_while_mail_flows() {
         std::thread::sleep(Duration::from_millis(20));
     }
     sender.join().unwrap();
-    assert_eq!(sink.wait_for(10, Duration::from_secs(20)).len(), 10, "{}", po.log());
+    assert_eq!(
+        sink.wait_for(10, Duration::from_secs(20)).len(),
+        10,
+        "{}",
+        po.log()
+    );
     // The spool and queue were handed over, the drop directory made for all.
-    let owner = |p: &str| std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.path().join(p)).unwrap());
+    let owner = |p: &str| {
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.path().join(p)).unwrap())
+    };
     assert_eq!((owner("spool/queue"), owner("queue/state")), (uid, uid));
-    assert!(mailman.stderr().contains(&format!("running as nobody ({uid}:{gid})")));
-    assert!(po.log().contains(&format!("running as nobody ({uid}:{gid})")));
+    assert!(mailman
+        .stderr()
+        .contains(&format!("running as nobody ({uid}:{gid})")));
+    assert!(po
+        .log()
+        .contains(&format!("running as nobody ({uid}:{gid})")));
 }
 
 #[test]
@@ -75,10 +92,17 @@ fn no_such_user_or_no_root_stops_the_start_with_one_line() {
     config.user = Some("nosuchuser".into());
     let path = dir.path().join("mailman.ron");
     std::fs::write(&path, config.to_ron()).unwrap();
-    let out = Command::new(binary()).arg("--config").arg(&path).output().unwrap();
+    let out = Command::new(binary())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr).lines().filter(|l| !l.contains(" INFO ")).collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.contains(" INFO "))
+            .collect::<Vec<_>>(),
         ["mailman: user nosuchuser: no such user in /etc/passwd (scripts/install creates it)"]
     );
 
@@ -86,10 +110,18 @@ fn no_such_user_or_no_root_stops_the_start_with_one_line() {
     config.user = Some("root".into());
     config.spool = dir.path().join("spool-nobody");
     std::fs::create_dir(&config.spool).unwrap();
-    std::process::Command::new("chown").arg("nobody").arg(&config.spool).status().unwrap();
+    std::process::Command::new("chown")
+        .arg("nobody")
+        .arg(&config.spool)
+        .status()
+        .unwrap();
     std::fs::write(&path, config.to_ron()).unwrap();
     let out = Command::new("setpriv")
-        .args(["--reuid=nobody", &format!("--regid={}", primary_group("nobody")), "--clear-groups"])
+        .args([
+            "--reuid=nobody",
+            &format!("--regid={}", primary_group("nobody")),
+            "--clear-groups",
+        ])
         .arg(binary())
         .arg("--config")
         .arg(&path)
@@ -98,13 +130,33 @@ fn no_such_user_or_no_root_stops_the_start_with_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let uid = uid_of("nobody");
-    assert!(err.ends_with(&format!("mailman: cannot switch to user root (0:0): running as uid {uid}, not root\n")), "{err}");
+    assert!(
+        err.ends_with(&format!(
+            "mailman: cannot switch to user root (0:0): running as uid {uid}, not root\n"
+        )),
+        "{err}"
+    );
 
     let po_config = dir.path().join("po.ron");
     let queue = dir.path().join("queue");
-    std::fs::write(&po_config, format!(r#"(postoffice: (listen: "{}", tokens: ["t"], queue: {:?}, user: "nosuchuser"))"#, dir.free_addr(), queue)).unwrap();
-    let out = Command::new(stack::binary("postoffice")).arg("--config").arg(&po_config).output().unwrap();
+    std::fs::write(
+        &po_config,
+        format!(
+            r#"(postoffice: (listen: "{}", tokens: ["t"], queue: {:?}, user: "nosuchuser"))"#,
+            dir.free_addr(),
+            queue
+        ),
+    )
+    .unwrap();
+    let out = Command::new(stack::binary("postoffice"))
+        .arg("--config")
+        .arg(&po_config)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err, "postoffice: user nosuchuser: no such user in /etc/passwd (scripts/install creates it)\n");
+    assert_eq!(
+        err,
+        "postoffice: user nosuchuser: no such user in /etc/passwd (scripts/install creates it)\n"
+    );
 }

@@ -56,7 +56,9 @@ fn chromium(dir: &Path, url: &str, args: &[&str]) -> String {
 
 /// The text inside the element whose opening tag contains `marker`.
 fn text_after<'a>(dom: &'a str, marker: &str) -> &'a str {
-    let start = dom.find(marker).unwrap_or_else(|| panic!("no {marker:?} in the DOM:\n{dom}"));
+    let start = dom
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker:?} in the DOM:\n{dom}"));
     let rest = &dom[start..];
     let open_end = rest.find('>').unwrap() + 1;
     let close = rest[open_end..].find('<').unwrap();
@@ -65,7 +67,9 @@ fn text_after<'a>(dom: &'a str, marker: &str) -> &'a str {
 
 /// The (x, y) points of the chart's polyline of class `class`.
 fn points(dom: &str, class: &str) -> Vec<(u32, u32)> {
-    let start = dom.find(&format!("<polyline class=\"{class}\"")).expect("the polyline");
+    let start = dom
+        .find(&format!("<polyline class=\"{class}\""))
+        .expect("the polyline");
     let rest = &dom[start..];
     let p = rest.find("points=\"").unwrap() + 8;
     let end = rest[p..].find('"').unwrap();
@@ -86,7 +90,11 @@ fn curl_status(url: &str, user: Option<&str>) -> (u16, String) {
     }
     let out = cmd.arg(url).output().expect("run curl");
     let head = String::from_utf8_lossy(&out.stdout).into_owned();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, head)
 }
 
@@ -94,7 +102,12 @@ fn curl_status(url: &str, user: Option<&str>) -> (u16, String) {
 fn chromium_renders_the_status_page_with_the_apis_numbers() {
     let dir = TestDir::new();
     let sink_addr = dir.free_addr();
-    let _sink = Sink::start(&dir, "mx", sink_addr, &["--rcpt", "450:@slow.test", "--rcpt", "550:@bad.test"]);
+    let _sink = Sink::start(
+        &dir,
+        "mx",
+        sink_addr,
+        &["--rcpt", "450:@slow.test", "--rcpt", "550:@bad.test"],
+    );
     let po = Postoffice::start(
         &dir,
         dir.free_addr(),
@@ -124,7 +137,10 @@ fn chromium_renders_the_status_page_with_the_apis_numbers() {
     let dom = chromium(dir.path(), &logged_in, &["--dump-dom"]);
     assert!(dom.contains(r#"<meta http-equiv="refresh" content="30">"#));
     assert!(!dom.contains("<script"), "no script");
-    assert_eq!(text_after(&dom, r#"id="messages""#), api["messages"].to_string());
+    assert_eq!(
+        text_after(&dom, r#"id="messages""#),
+        api["messages"].to_string()
+    );
     for state in ["queued", "deferred", "delivered", "bounced"] {
         let shown = text_after(&dom, &format!(r#"id="state-{state}""#));
         assert_eq!(shown, api["by_state"][state].to_string(), "{state}");
@@ -137,22 +153,39 @@ fn chromium_renders_the_status_page_with_the_apis_numbers() {
     // The chart: deliveries this minute, above the zero line.
     let line = points(&dom, "delivered");
     let zero = line[0].1;
-    assert!(line.iter().any(|&(_, y)| y < zero), "no delivery drawn: {line:?}");
-    assert!(text_after(&dom, r#"id="total-delivered""#).parse::<u32>().unwrap() >= 5);
+    assert!(
+        line.iter().any(|&(_, y)| y < zero),
+        "no delivery drawn: {line:?}"
+    );
+    assert!(
+        text_after(&dom, r#"id="total-delivered""#)
+            .parse::<u32>()
+            .unwrap()
+            >= 5
+    );
     assert!(text_after(&dom, r#"id="total-bounced""#) == "1");
     // Deferral reasons and the failures, each linking to its message.
     let reason = "<tr><td>slow.test</td><td class=\"n\">2</td><td><code>450 4.2.0 &lt;…&gt;: refused by sink</code></td></tr>";
     assert!(dom.contains(reason), "one reason, two deferrals:\n{dom}");
     assert_eq!(dom.matches(r#"<tr class="failure">"#).count(), 3);
     for id in [&slow[0], &slow[1], &bounced] {
-        assert!(dom.contains(&format!(r#"<a href="messages/{id}">{id}</a>"#)), "{id}");
+        assert!(
+            dom.contains(&format!(r#"<a href="messages/{id}">{id}</a>"#)),
+            "{id}"
+        );
     }
 
     // A message's page: its recipients and every attempt.
-    let page = chromium(dir.path(), &format!("{logged_in}messages/{}", slow[1]), &["--dump-dom"]);
+    let page = chromium(
+        dir.path(),
+        &format!("{logged_in}messages/{}", slow[1]),
+        &["--dump-dom"],
+    );
     assert_eq!(text_after(&page, r#"id="message-id""#), slow[1]);
     assert_eq!(page.matches(r#"<tr class="attempt">"#).count(), 2);
-    assert!(page.contains(r#"data-state="deferred""#) && page.contains(r#"data-state="delivered""#));
+    assert!(
+        page.contains(r#"data-state="deferred""#) && page.contains(r#"data-state="delivered""#)
+    );
 
     // A screenshot under target/ for a person to look at.
     let shot: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
@@ -160,14 +193,28 @@ fn chromium_renders_the_status_page_with_the_apis_numbers() {
     chromium(
         dir.path(),
         &logged_in,
-        &[&format!("--screenshot={}", shot.display()), "--window-size=1280,1700"],
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1280,1700",
+        ],
     );
     let png = std::fs::read(&shot).expect("the screenshot");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
 
     // The page is small, and closed without the right credentials.
     let out = Command::new("curl")
-        .args(["-s", "--max-time", "20", "-u", &format!("x:{}", po.token), &base])
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "-u",
+            &format!("x:{}", po.token),
+            &base,
+        ])
         .output()
         .unwrap();
     let size = out.stdout.len();
@@ -175,8 +222,23 @@ fn chromium_renders_the_status_page_with_the_apis_numbers() {
     for user in [None, Some("x:wrong"), Some("x:")] {
         let (status, head) = curl_status(&base, user);
         assert_eq!(status, 401, "{user:?}: {head}");
-        assert!(head.lines().any(|l| l.to_ascii_lowercase().starts_with("www-authenticate: basic realm=\"hedwig\"")), "{head}");
+        assert!(
+            head.lines().any(|l| l
+                .to_ascii_lowercase()
+                .starts_with("www-authenticate: basic realm=\"hedwig\"")),
+            "{head}"
+        );
     }
-    assert_eq!(curl_status(&format!("{base}messages/{}", slow[0]), None).0, 401);
-    assert_eq!(curl_status(&format!("{base}messages/NOSUCHID1"), Some(&format!("x:{}", po.token))).0, 404);
+    assert_eq!(
+        curl_status(&format!("{base}messages/{}", slow[0]), None).0,
+        401
+    );
+    assert_eq!(
+        curl_status(
+            &format!("{base}messages/NOSUCHID1"),
+            Some(&format!("x:{}", po.token))
+        )
+        .0,
+        404
+    );
 }

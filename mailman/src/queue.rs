@@ -86,7 +86,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     if !requeue {
         return list(&config, json);
     }
-    if failed == !ids.is_empty() {
+    if failed != ids.is_empty() {
         return usage("name the messages to requeue, or give --failed");
     }
     requeue_ids(&config, ids, failed)

@@ -42,18 +42,34 @@ impl Engine {
         let log = std::fs::File::create(engine.root.join("dockerd.log")).unwrap();
         let child = engine
             .nsenter("dockerd")
-            .arg(format!("--data-root={}", engine.root.join("data").display()))
-            .arg(format!("--exec-root={}", engine.root.join("exec").display()))
-            .arg(format!("--pidfile={}", engine.root.join("dockerd.pid").display()))
+            .arg(format!(
+                "--data-root={}",
+                engine.root.join("data").display()
+            ))
+            .arg(format!(
+                "--exec-root={}",
+                engine.root.join("exec").display()
+            ))
+            .arg(format!(
+                "--pidfile={}",
+                engine.root.join("dockerd.pid").display()
+            ))
             .arg(format!("--host=unix://{}", engine.socket().display()))
-            .args(["--iptables=false", "--ip-forward=false", "--ip-masq=false", "--ip6tables=false"])
+            .args([
+                "--iptables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--ip6tables=false",
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start dockerd (scripts/test installs docker.io)");
         engine.dockerd = Some(child);
-        let up = wait_until(Duration::from_secs(60), || engine.docker(&["version"]).status.success());
+        let up = wait_until(Duration::from_secs(60), || {
+            engine.docker(&["version"]).status.success()
+        });
         assert!(up, "dockerd did not answer within 60 s:\n{}", engine.log());
         engine
     }
@@ -66,14 +82,16 @@ impl Engine {
     /// `program` inside the namespace.
     pub fn nsenter(&self, program: &str) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/var/run/netns/{}", self.netns)).arg(program);
+        cmd.arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg(program);
         cmd
     }
 
     /// A docker client command for this engine.
     pub fn client(&self) -> Command {
         let mut cmd = Command::new(DOCKER);
-        cmd.arg("--host").arg(format!("unix://{}", self.socket().display()));
+        cmd.arg("--host")
+            .arg(format!("unix://{}", self.socket().display()));
         cmd
     }
 
@@ -94,7 +112,13 @@ impl Engine {
         let needle = self.root.display().to_string();
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             if String::from_utf8_lossy(&cmdline).contains(&needle) {
                 pids.push(pid);
@@ -107,12 +131,19 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let tail: Vec<&str> = self.log().lines().rev().take(60).collect();
-            eprintln!("--- dockerd log (last lines, newest first)\n{}", tail.join("\n"));
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!(
+                "--- dockerd log (last lines, newest first)\n{}",
+                tail.join("\n")
+            );
         }
         // dockerd stops its containers and containerd on SIGTERM.
         if let Some(mut child) = self.dockerd.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(40);
             while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
@@ -121,7 +152,10 @@ impl Drop for Engine {
             let _ = child.wait();
         }
         for pid in self.leftovers() {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
         }
         // Overlay and namespace mounts it left, deepest first.
         let root = self.root.display().to_string();
@@ -135,7 +169,9 @@ impl Drop for Engine {
         for m in mounts {
             let _ = Command::new("umount").arg("-l").arg(m).status();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
     }
 }
 
@@ -156,7 +192,10 @@ pub fn run(cmd: &mut Command) -> Output {
 /// for it, as a tar stream for `docker import`: an image from the host's
 /// own Debian packages, with no registry.
 pub fn rootfs_tar(dir: &Path, binary: &str) -> PathBuf {
-    let root = dir.join(format!("rootfs-{}", Path::new(binary).file_name().unwrap().to_string_lossy()));
+    let root = dir.join(format!(
+        "rootfs-{}",
+        Path::new(binary).file_name().unwrap().to_string_lossy()
+    ));
     let ldd = run(Command::new("ldd").arg(binary));
     let mut files = vec![binary.to_string()];
     for line in String::from_utf8_lossy(&ldd.stdout).lines() {
@@ -175,7 +214,15 @@ pub fn rootfs_tar(dir: &Path, binary: &str) -> PathBuf {
     }
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/false\n").unwrap();
-    let tar = dir.join(format!("{}.tar", root.file_name().unwrap().to_string_lossy()));
-    run(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg("."));
+    let tar = dir.join(format!(
+        "{}.tar",
+        root.file_name().unwrap().to_string_lossy()
+    ));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
     tar
 }

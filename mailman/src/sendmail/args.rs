@@ -77,8 +77,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I, mode: Mode) -> Result<Op
             }
             continue;
         }
-        let mut letters = arg[1..].char_indices();
-        while let Some((i, letter)) = letters.next() {
+        for (i, letter) in arg[1..].char_indices() {
             if !takes_value(letter) {
                 match letter {
                     't' => options.extract = true,

@@ -101,7 +101,7 @@ pub fn legend(per_minute: &[[u32; 3]]) -> String {
 mod tests {
     use super::*;
 
-    fn points<'a>(svg: &'a str, class: &str) -> Vec<(u32, u32)> {
+    fn points(svg: &str, class: &str) -> Vec<(u32, u32)> {
         let start = svg.find(&format!("class=\"{class}\"")).unwrap();
         let rest = &svg[start..];
         let p = rest.find("points=\"").unwrap() + 8;

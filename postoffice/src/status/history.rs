@@ -252,7 +252,10 @@ mod tests {
             }
         }
         h.fail(failure(T, Kind::Bounced, "550 not a deferral"), "a.test");
-        h.fail(failure(T, Kind::Deferred, "450 <a@b.test>: greylisted"), "b.test");
+        h.fail(
+            failure(T, Kind::Deferred, "450 <a@b.test>: greylisted"),
+            "b.test",
+        );
         let mut other = failure(T, Kind::Deferred, "450 <c@b.test>: greylisted");
         other.recipient = "c@b.test".into();
         h.fail(other, "b.test");
