@@ -212,7 +212,9 @@ pub fn become_user(account: &Account) -> Result<(), String> {
     rustix::thread::set_thread_groups(&[gid]).map_err(|e| fail("setgroups", e))?;
     rustix::thread::set_thread_res_gid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
     rustix::thread::set_thread_res_uid(uid, uid, uid).map_err(|e| fail("setresuid", e))?;
-    check(account).map_err(|e| format!("after switching to {who}: {e}"))
+    check(account).map_err(|e| format!("after switching to {who}: {e}"))?;
+    log::info!("running as {}", who.trim_start_matches("user "));
+    Ok(())
 }
 
 /// Verifies the switch as the kernel sees it.

@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::mailman::{binary, Config, Mailman};
+use common::mailman::{run_with, Config, Mailman};
 use common::message::crlf;
 use common::smtp::Smtp;
 use common::stack::Proc;
@@ -31,11 +31,7 @@ fn a_missing_interface_is_named_with_the_ones_there_are() {
     );
     let path = dir.path().join("mailman.ron");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(binary())
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = run_with(&path);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let prefix = format!("mailman: listen {name}:25: there is no interface {name} (interfaces: ");

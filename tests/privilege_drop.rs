@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::clients::msmtp;
 use common::host::{primary_group, thread_ids, uid_of};
-use common::mailman::{binary, Config, Mailman};
+use common::mailman::{binary, run_with, Config, Mailman};
 use common::message::crlf;
 use common::stack::{self, Postoffice, Sink};
 use common::TestDir;
@@ -92,11 +92,7 @@ fn no_such_user_or_no_root_stops_the_start_with_one_line() {
     config.user = Some("nosuchuser".into());
     let path = dir.path().join("mailman.ron");
     std::fs::write(&path, config.to_ron()).unwrap();
-    let out = Command::new(binary())
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = run_with(&path);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr)

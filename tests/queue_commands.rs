@@ -15,7 +15,7 @@ use common::mailman::{Config, Mailman};
 use common::message::crlf;
 use common::postoffice::{Answer, Postoffice as Recorder};
 use common::smtp::Smtp;
-use common::stack::{binary, json, Postoffice, Sink};
+use common::stack::{all_to, binary, json, Postoffice, Sink};
 use common::{wait_until, TestDir};
 
 fn run(binary: &str, args: &[&str]) -> Output {
@@ -41,13 +41,7 @@ fn postoffice_queue_lists_shows_flushes_and_deletes() {
     let dir = TestDir::new();
     let sink_addr = dir.free_addr();
     let _sink = Sink::start(&dir, "mx", sink_addr, &["--rcpt", "450:@slow.test"]);
-    let po = Postoffice::start(
-        &dir,
-        dir.free_addr(),
-        &format!(
-            r#"delivery: (starttls: Never, retry: (first: "1h", max: "1h", give_up: "1d"), routes: {{"*": "{sink_addr}"}})"#
-        ),
-    );
+    let po = Postoffice::start(&dir, dir.free_addr(), &all_to(sink_addr));
     let post = |to: &[&str]| po.post_raw("app@origin.test", to, &crlf("Subject: q\n\nx\n"));
     let slow = post(&["a@slow.test"]);
     let done = post(&["b@ok.test"]);

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::message::crlf;
-use common::stack::{json, Postoffice, Sink};
+use common::stack::{all_to, json, Postoffice, Sink};
 use common::{wait_until, TestDir};
 
 /// Runs headless Chromium on `url` with `args` (--dump-dom, --screenshot);
@@ -108,13 +108,7 @@ fn chromium_renders_the_status_page_with_the_apis_numbers() {
         sink_addr,
         &["--rcpt", "450:@slow.test", "--rcpt", "550:@bad.test"],
     );
-    let po = Postoffice::start(
-        &dir,
-        dir.free_addr(),
-        &format!(
-            r#"delivery: (starttls: Never, retry: (first: "1h", max: "1h", give_up: "1d"), routes: {{"*": "{sink_addr}"}})"#
-        ),
-    );
+    let po = Postoffice::start(&dir, dir.free_addr(), &all_to(sink_addr));
     let post = |to: &[&str]| po.post_raw("app@origin.test", to, &crlf("Subject: s\n\nx\n"));
     let delivered: Vec<String> = (0..3).map(|_| post(&["a@ok.test"])).collect();
     let slow = [post(&["b@slow.test"]), post(&["c@slow.test", "d@ok.test"])];

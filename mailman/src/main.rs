@@ -108,12 +108,6 @@ fn start(config: Mailman) -> Result<(), String> {
     }
     if let Some(account) = &account {
         hedwig::privilege::become_user(account)?;
-        log::info!(
-            "running as {} ({}:{})",
-            account.name,
-            account.uid,
-            account.gid
-        );
     }
     let pickup = Arc::new(pickup::Pickup {
         spool: spool.clone(),

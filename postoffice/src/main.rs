@@ -114,12 +114,6 @@ fn start(config: Postoffice) -> Result<(), String> {
         .map_err(|e| format!("listen {}: {e}", config.listen))?;
     if let Some(account) = &account {
         hedwig::privilege::become_user(account)?;
-        log::info!(
-            "running as {} ({}:{})",
-            account.name,
-            account.uid,
-            account.gid
-        );
     }
     let opened = Opened {
         tokens,

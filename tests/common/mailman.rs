@@ -178,6 +178,16 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// Runs mailman in the foreground on the config file at `path` (for a start
+/// that must fail); its output.
+pub fn run_with(path: &Path) -> std::process::Output {
+    Command::new(binary())
+        .arg("--config")
+        .arg(path)
+        .output()
+        .expect("run mailman")
+}
+
 /// A running mailman; killed (SIGKILL) on drop, its stderr printed if the test failed.
 #[derive(Debug)]
 pub struct Mailman {

@@ -513,6 +513,15 @@ impl Postoffice {
     }
 }
 
+/// The postoffice section body that routes every domain to `sink` without
+/// STARTTLS, a deferred recipient waiting an hour (so the queue stands
+/// still while a test looks at it).
+pub fn all_to(sink: SocketAddr) -> String {
+    format!(
+        r#"delivery: (starttls: Never, retry: (first: "1h", max: "1h", give_up: "1d"), routes: {{"*": "{sink}"}})"#
+    )
+}
+
 /// A self-signed certificate and key (PEM, PKCS#8) for `name`, made by openssl.
 pub fn self_signed(dir: &TestDir, name: &str) -> (PathBuf, PathBuf) {
     let (cert, key) = (format!("{name}.crt"), format!("{name}.key"));
