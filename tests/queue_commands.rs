@@ -286,3 +286,36 @@ fn mailman_queue_lists_and_requeues_failed_messages() {
     let (code, err) = failure(&run("mailman", &["queue", "requeue", cfg[0], cfg[1]]));
     assert_eq!(code, Some(2), "{err}");
 }
+
+#[test]
+fn postoffice_queue_speaks_https_to_a_postoffice_that_serves_it() {
+    let dir = TestDir::new();
+    let (cert, key) = common::stack::self_signed(&dir, "po.test");
+    let tls = format!(
+        "tls: Some((cert: {:?}, key: {:?}))",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let po = Postoffice::start_with(&dir, dir.free_addr(), &tls, Some(cert));
+    let config = po.config_path().display().to_string();
+    let out = run("postoffice", &["queue", "--config", &config]);
+    assert_eq!(stdout(&out), "Mail queue is empty\n", "{out:?}");
+    let id = po.post_raw(
+        "app@origin.test",
+        &["a@nowhere.invalid"],
+        &crlf("Subject: t\n\nx\n"),
+    );
+    let out = run(
+        "postoffice",
+        &["queue", "show", "--json", "--config", &config, &id],
+    );
+    assert_eq!(json(&stdout(&out))["id"], id.as_str(), "{out:?}");
+    let (code, err) = failure(&run(
+        "postoffice",
+        &["queue", "show", "--config", &config, "NOSUCHID1"],
+    ));
+    assert_eq!(
+        (code, err.as_str()),
+        (Some(1), "postoffice queue: no message NOSUCHID1")
+    );
+}

@@ -17,7 +17,6 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 
-use http_types::Method;
 use serde_json::Value;
 
 use crate::api::client::Client;
@@ -127,7 +126,7 @@ fn client(config: Option<std::path::PathBuf>) -> Result<Client, Failure> {
 }
 
 /// Sends a request; a status that is not 2xx becomes the failure it means.
-async fn call(client: &Client, method: Method, path: &str) -> Result<Value, Failure> {
+async fn call(client: &Client, method: &str, path: &str) -> Result<Value, Failure> {
     let (status, body) = client.request(method, path).await.map_err(connection)?;
     let why = body["error"].as_str().unwrap_or("").to_string();
     match status {
@@ -155,7 +154,7 @@ async fn list(client: &Client, json: bool, all: bool) -> Result<(), Failure> {
     loop {
         let page = call(
             client,
-            Method::Get,
+            "GET",
             &format!("v1/queue?offset={offset}&limit={PAGE}"),
         )
         .await?;
@@ -237,7 +236,7 @@ fn text(v: &Value) -> &str {
 }
 
 async fn show(client: &Client, id: &str, json: bool) -> Result<(), Failure> {
-    let m = call(client, Method::Get, &format!("v1/messages/{id}")).await?;
+    let m = call(client, "GET", &format!("v1/messages/{id}")).await?;
     let mut out = io::stdout().lock();
     let written = if json {
         writeln!(out, "{m}")
@@ -288,11 +287,11 @@ fn write_details(out: &mut impl Write, m: &Value) -> io::Result<()> {
 async fn flush(client: &Client, id: Option<&String>) -> Result<(), Failure> {
     match id {
         Some(id) => {
-            call(client, Method::Post, &format!("v1/messages/{id}/flush")).await?;
+            call(client, "POST", &format!("v1/messages/{id}/flush")).await?;
             println!("{id}: flushed");
         }
         None => {
-            let v = call(client, Method::Post, "v1/queue/flush").await?;
+            let v = call(client, "POST", "v1/queue/flush").await?;
             println!("flushed {} messages", v["flushed"]);
         }
     }
@@ -302,7 +301,7 @@ async fn flush(client: &Client, id: Option<&String>) -> Result<(), Failure> {
 async fn delete(client: &Client, ids: &[String]) -> Result<(), Failure> {
     let mut missing = Vec::new();
     for id in ids {
-        match call(client, Method::Delete, &format!("v1/messages/{id}")).await {
+        match call(client, "DELETE", &format!("v1/messages/{id}")).await {
             Ok(_) => println!("{id}: deleted"),
             Err(Failure(1, _)) => missing.push(id.as_str()),
             Err(other) => return Err(other),

@@ -4,7 +4,7 @@
 //! most 500 of them; the one seen longest ago makes room). Pure: every call
 //! takes the time, so it is tested without a clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Minutes the chart covers.
 pub const MINUTES: usize = 24 * 60;
@@ -56,8 +56,18 @@ struct Slot {
 pub struct History {
     slots: Vec<Slot>,
     failures: VecDeque<Failure>,
-    /// (domain, reason) -> (deferrals, last seen).
-    reasons: HashMap<(String, String), (u32, u64)>,
+    /// Deferral reasons with their count and when each was last seen; a
+    /// list, searched whole: it is short, and the page sorts it anyway.
+    reasons: Vec<Seen>,
+}
+
+/// A deferral reason to one domain.
+#[derive(Clone, Debug)]
+struct Seen {
+    domain: String,
+    reason: String,
+    count: u32,
+    last: u64,
 }
 
 impl Default for History {
@@ -65,7 +75,7 @@ impl Default for History {
         History {
             slots: vec![Slot::default(); MINUTES],
             failures: VecDeque::with_capacity(FAILURES),
-            reasons: HashMap::new(),
+            reasons: Vec::new(),
         }
     }
 }
@@ -112,16 +122,30 @@ impl History {
                 }
                 reason.truncate(end);
             }
-            let key = (domain.to_string(), reason);
-            if !self.reasons.contains_key(&key) && self.reasons.len() >= REASONS {
-                let oldest = self.reasons.iter().min_by_key(|(_, (_, last))| *last);
-                if let Some(k) = oldest.map(|(k, _)| k.clone()) {
-                    self.reasons.remove(&k);
+            let known = self
+                .reasons
+                .iter_mut()
+                .find(|r| r.domain == domain && r.reason == reason);
+            match known {
+                Some(seen) => {
+                    seen.count = seen.count.saturating_add(1);
+                    seen.last = seen.last.max(failure.at);
+                }
+                None => {
+                    if self.reasons.len() >= REASONS {
+                        let oldest = self.reasons.iter().enumerate().min_by_key(|(_, r)| r.last);
+                        if let Some(i) = oldest.map(|(i, _)| i) {
+                            self.reasons.swap_remove(i);
+                        }
+                    }
+                    self.reasons.push(Seen {
+                        domain: domain.to_string(),
+                        reason,
+                        count: 1,
+                        last: failure.at,
+                    });
                 }
             }
-            let entry = self.reasons.entry(key).or_insert((0, failure.at));
-            entry.0 = entry.0.saturating_add(1);
-            entry.1 = entry.1.max(failure.at);
         }
         if self.failures.len() == FAILURES {
             self.failures.pop_front();
@@ -154,31 +178,40 @@ impl History {
     /// The most frequent deferral reasons of the 24 hours up to `now`, for
     /// the `domains` domains with most deferrals, `per_domain` each.
     pub fn reasons(&self, now: u64, domains: usize, per_domain: usize) -> Vec<Reason> {
-        let mut by_domain: HashMap<&str, Vec<Reason>> = HashMap::new();
-        for ((domain, text), &(count, last)) in &self.reasons {
-            if now.saturating_sub(last) < DAY_MS {
-                by_domain.entry(domain).or_default().push(Reason {
-                    domain: domain.clone(),
-                    count,
-                    text: text.clone(),
-                });
-            }
-        }
-        let mut groups: Vec<(u32, Vec<Reason>)> = by_domain
-            .into_values()
-            .map(|mut reasons| {
-                reasons.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.text.cmp(&b.text)));
-                (reasons.iter().map(|r| r.count).sum(), reasons)
-            })
+        let mut recent: Vec<&Seen> = self
+            .reasons
+            .iter()
+            .filter(|r| now.saturating_sub(r.last) < DAY_MS)
             .collect();
-        groups.sort_by(|a, b| {
-            b.0.cmp(&a.0)
-                .then_with(|| a.1[0].domain.cmp(&b.1[0].domain))
-        });
-        groups
+        // Domains by their deferrals, most first; within one, reasons likewise.
+        let total = |domain: &str| -> u64 {
+            recent
+                .iter()
+                .filter(|r| r.domain == domain)
+                .map(|r| u64::from(r.count))
+                .sum()
+        };
+        let mut order: Vec<(u64, &str)> = recent
+            .iter()
+            .map(|r| (total(&r.domain), r.domain.as_str()))
+            .collect();
+        order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        order.dedup();
+        recent.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+        order
             .into_iter()
             .take(domains)
-            .flat_map(|(_, reasons)| reasons.into_iter().take(per_domain))
+            .flat_map(|(_, domain)| {
+                recent
+                    .iter()
+                    .filter(move |r| r.domain == domain)
+                    .take(per_domain)
+                    .map(|r| Reason {
+                        domain: r.domain.clone(),
+                        count: r.count,
+                        text: r.reason.clone(),
+                    })
+            })
             .collect()
     }
 }
@@ -290,9 +323,9 @@ mod tests {
             );
         }
         assert_eq!(h.reasons.len(), REASONS);
-        assert!(h.reasons.keys().all(|(_, r)| r.len() <= REASON_LEN));
+        assert!(h.reasons.iter().all(|r| r.reason.len() <= REASON_LEN));
         assert!(
-            !h.reasons.keys().any(|(_, r)| r.starts_with("reason 0 ")),
+            !h.reasons.iter().any(|r| r.reason.starts_with("reason 0 ")),
             "the oldest made room"
         );
     }
