@@ -29,7 +29,7 @@ fn both_daemons_run_as_nobody_while_mail_flows() {
         &format!(r#"user: "nobody", delivery: (starttls: Never, routes: {{"*": "{sink_addr}"}})"#),
     );
     let mut config = Config::new(&dir, po.addr);
-    config.user = Some("nobody".into());
+    config.extra = r#"user: "nobody","#.into();
     let mailman = Mailman::start(&dir, config);
     let (uid, gid) = (uid_of("nobody"), primary_group("nobody"));
     let want = [
@@ -89,7 +89,7 @@ fn no_such_user_or_no_root_stops_the_start_with_one_line() {
     let dir = TestDir::new();
     dir.open_up();
     let mut config = Config::new(&dir, dir.free_addr());
-    config.user = Some("nosuchuser".into());
+    config.extra = r#"user: "nosuchuser","#.into();
     let path = dir.path().join("mailman.ron");
     std::fs::write(&path, config.to_ron()).unwrap();
     let out = run_with(&path);
@@ -103,7 +103,7 @@ fn no_such_user_or_no_root_stops_the_start_with_one_line() {
     );
 
     // Not root, and told to become someone else: refused, nothing served.
-    config.user = Some("root".into());
+    config.extra = r#"user: "root","#.into();
     config.spool = dir.path().join("spool-nobody");
     std::fs::create_dir(&config.spool).unwrap();
     std::process::Command::new("chown")
