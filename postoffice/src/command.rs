@@ -79,15 +79,11 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     if wrong {
         return usage(&format!("wrong number of message ids for '{action}'"));
     }
-    let result = client(config).and_then(|client| {
-        smol::block_on(async {
-            match action.as_str() {
-                "show" => show(&client, &ids[0], json).await,
-                "flush" => flush(&client, ids.first()).await,
-                "delete" => delete(&client, &ids).await,
-                _ => list(&client, json, all).await,
-            }
-        })
+    let result = client(config).and_then(|client| match action.as_str() {
+        "show" => show(&client, &ids[0], json),
+        "flush" => flush(&client, ids.first()),
+        "delete" => delete(&client, &ids),
+        _ => list(&client, json, all),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,8 +122,8 @@ fn client(config: Option<std::path::PathBuf>) -> Result<Client, Failure> {
 }
 
 /// Sends a request; a status that is not 2xx becomes the failure it means.
-async fn call(client: &Client, method: &str, path: &str) -> Result<Value, Failure> {
-    let (status, body) = client.request(method, path).await.map_err(connection)?;
+fn call(client: &Client, method: &str, path: &str) -> Result<Value, Failure> {
+    let (status, body) = client.request(method, path).map_err(connection)?;
     let why = body["error"].as_str().unwrap_or("").to_string();
     match status {
         200..=299 => Ok(body),
@@ -144,7 +140,7 @@ fn write_failure(e: io::Error) -> Failure {
     Failure(2, format!("writing the listing: {e}"))
 }
 
-async fn list(client: &Client, json: bool, all: bool) -> Result<(), Failure> {
+fn list(client: &Client, json: bool, all: bool) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     let mut offset = 0;
     let (mut shown, mut bytes, mut recipients) = (0u64, 0u64, 0u64);
@@ -156,8 +152,7 @@ async fn list(client: &Client, json: bool, all: bool) -> Result<(), Failure> {
             client,
             "GET",
             &format!("v1/queue?offset={offset}&limit={PAGE}"),
-        )
-        .await?;
+        )?;
         let items = page["items"].as_array().cloned().unwrap_or_default();
         for item in items.iter().filter(|m| all || !finished(m)) {
             let written = if json {
@@ -235,8 +230,8 @@ fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
-async fn show(client: &Client, id: &str, json: bool) -> Result<(), Failure> {
-    let m = call(client, "GET", &format!("v1/messages/{id}")).await?;
+fn show(client: &Client, id: &str, json: bool) -> Result<(), Failure> {
+    let m = call(client, "GET", &format!("v1/messages/{id}"))?;
     let mut out = io::stdout().lock();
     let written = if json {
         writeln!(out, "{m}")
@@ -284,24 +279,24 @@ fn write_details(out: &mut impl Write, m: &Value) -> io::Result<()> {
     Ok(())
 }
 
-async fn flush(client: &Client, id: Option<&String>) -> Result<(), Failure> {
+fn flush(client: &Client, id: Option<&String>) -> Result<(), Failure> {
     match id {
         Some(id) => {
-            call(client, "POST", &format!("v1/messages/{id}/flush")).await?;
+            call(client, "POST", &format!("v1/messages/{id}/flush"))?;
             println!("{id}: flushed");
         }
         None => {
-            let v = call(client, "POST", "v1/queue/flush").await?;
+            let v = call(client, "POST", "v1/queue/flush")?;
             println!("flushed {} messages", v["flushed"]);
         }
     }
     Ok(())
 }
 
-async fn delete(client: &Client, ids: &[String]) -> Result<(), Failure> {
+fn delete(client: &Client, ids: &[String]) -> Result<(), Failure> {
     let mut missing = Vec::new();
     for id in ids {
-        match call(client, "DELETE", &format!("v1/messages/{id}")).await {
+        match call(client, "DELETE", &format!("v1/messages/{id}")) {
             Ok(_) => println!("{id}: deleted"),
             Err(Failure(1, _)) => missing.push(id.as_str()),
             Err(other) => return Err(other),

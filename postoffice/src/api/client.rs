@@ -1,17 +1,18 @@
 //! The API's own client, for `postoffice queue`: one bodiless request per
 //! connection to the running postoffice (`Connection: close`, the answer
-//! read to the end), written out by hand: a few lines instead of a second
-//! HTTP client in a binary near its size budget. Over HTTPS it trusts the
-//! certificates postoffice itself serves (from hedwig.ron) besides the
-//! system's, and not the host name: it talks to its own listen address.
+//! read to the end), written out by hand and blocking: a command makes a
+//! few requests one after another, and a second HTTP client or an executor
+//! would cost a binary near its size budget more than these lines. Over
+//! HTTPS it trusts the certificates postoffice itself serves (from
+//! hedwig.ron) besides the system's, and not the host name: it talks to its
+//! own listen address.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 use serde_json::Value;
-use smol::Timer;
 
 /// How long one request may take, connection included.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,7 +26,7 @@ pub struct Client {
     base: String,
     addr: SocketAddr,
     token: String,
-    tls: Option<async_native_tls::TlsConnector>,
+    tls: Option<native_tls::TlsConnector>,
 }
 
 impl Client {
@@ -40,12 +41,14 @@ impl Client {
                 let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
                 let certs = native_tls::Certificate::stack_from_pem(&pem)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
-                let connector = certs
-                    .into_iter()
-                    .fold(async_native_tls::TlsConnector::new(), |c, cert| {
-                        c.add_root_certificate(cert)
-                    })
-                    .danger_accept_invalid_hostnames(true);
+                let mut builder = native_tls::TlsConnector::builder();
+                for cert in certs {
+                    builder.add_root_certificate(cert);
+                }
+                let connector = builder
+                    .danger_accept_invalid_hostnames(true)
+                    .build()
+                    .map_err(|e| format!("TLS: {e}"))?;
                 Some(connector)
             }
         };
@@ -63,51 +66,37 @@ impl Client {
     }
 
     /// Sends `method path` (path without its leading slash); returns the
-    /// status and the JSON body (`Null` when the body is not JSON).
-    pub async fn request(&self, method: &str, path: &str) -> Result<(u16, Value), String> {
+    /// status and the JSON body (`Null` when the body is not JSON). Every
+    /// connect, read and write is bounded by [`TIMEOUT`].
+    pub fn request(&self, method: &str, path: &str) -> Result<(u16, Value), String> {
         let head = format!(
             "{method} /{path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             self.addr, self.token
         );
         let fail = |e: std::io::Error| format!("{}: {e}", self.base);
-        let exchange = async {
-            let stream = async_net::TcpStream::connect(self.addr)
-                .await
-                .map_err(|e| format!("cannot connect to {}: {e}", self.base))?;
-            let answer = match &self.tls {
-                None => exchange(stream, &head).await.map_err(fail)?,
-                Some(tls) => {
-                    let stream = tls
-                        .connect(self.addr.ip().to_string(), stream)
-                        .await
-                        .map_err(|e| format!("TLS with {}: {e}", self.base))?;
-                    exchange(stream, &head).await.map_err(fail)?
-                }
-            };
-            parse(&answer).ok_or_else(|| format!("{}: not an HTTP answer", self.base))
+        let stream = TcpStream::connect_timeout(&self.addr, TIMEOUT)
+            .map_err(|e| format!("cannot connect to {}: {e}", self.base))?;
+        stream.set_read_timeout(Some(TIMEOUT)).map_err(fail)?;
+        stream.set_write_timeout(Some(TIMEOUT)).map_err(fail)?;
+        let answer = match &self.tls {
+            None => exchange(stream, &head).map_err(fail)?,
+            Some(tls) => {
+                let stream = tls
+                    .connect(&self.addr.ip().to_string(), stream)
+                    .map_err(|e| format!("TLS with {}: {e}", self.base))?;
+                exchange(stream, &head).map_err(fail)?
+            }
         };
-        exchange
-            .or(async {
-                Timer::after(TIMEOUT).await;
-                Err(format!("{} did not answer within {TIMEOUT:?}", self.base))
-            })
-            .await
+        parse(&answer).ok_or_else(|| format!("{}: not an HTTP answer", self.base))
     }
 }
 
 /// Writes the request, reads the answer until the server closes.
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    head: &str,
-) -> std::io::Result<Vec<u8>> {
-    stream.write_all(head.as_bytes()).await?;
-    stream.flush().await?;
+fn exchange<S: Read + Write>(mut stream: S, head: &str) -> std::io::Result<Vec<u8>> {
+    stream.write_all(head.as_bytes())?;
+    stream.flush()?;
     let mut answer = Vec::new();
-    match (&mut stream)
-        .take(MAX_ANSWER)
-        .read_to_end(&mut answer)
-        .await
-    {
+    match stream.take(MAX_ANSWER).read_to_end(&mut answer) {
         // A TLS peer may close without close_notify once it has answered.
         Err(_) if !answer.is_empty() => Ok(answer),
         Err(e) => Err(e),

@@ -13,8 +13,9 @@ use crate::status::page;
 
 /// Adds the routes to the API's router.
 pub fn mount(app: &mut tide::Server<State>) {
-    app.at("/").get(index);
-    app.at("/messages/:id").get(message);
+    // One handler for both pages: a route is a good part of a page's code.
+    app.at("/").get(page);
+    app.at("/messages/:id").get(page);
 }
 
 /// `Some(401)` unless the request's Basic credentials carry an accepted token.
@@ -61,38 +62,33 @@ fn html(status: StatusCode, body: String) -> Response {
     r
 }
 
-async fn index(req: Request<State>) -> tide::Result {
+/// The main page, or with an id the page of that message.
+async fn page(req: Request<State>) -> tide::Result {
     if let Some(r) = refuse(&req) {
         return Ok(r);
     }
     let state = req.state().clone();
-    let body = smol::unblock(move || {
-        let now = now_ms();
-        let counts = state.queue.counts();
-        let recent = state.metrics.activity().snapshot(now);
-        page::index(&page::Overview {
-            hostname: &state.hostname,
-            now,
-            counts: &counts,
-            per_minute: &recent.per_minute,
-            reasons: &recent.reasons,
-            failures: &recent.failures,
-        })
+    let id = req.param("id").ok().map(str::to_string);
+    let (status, body) = smol::unblock(move || match id {
+        Some(id) => match state.queue.get(&id) {
+            Some(record) => (StatusCode::Ok, page::message(&state.hostname, &record)),
+            None => (StatusCode::NotFound, page::not_found(&id)),
+        },
+        None => {
+            let now = now_ms();
+            let counts = state.queue.counts();
+            let recent = state.metrics.activity().snapshot(now);
+            let body = page::index(&page::Overview {
+                hostname: &state.hostname,
+                now,
+                counts: &counts,
+                per_minute: &recent.per_minute,
+                reasons: &recent.reasons,
+                failures: &recent.failures,
+            });
+            (StatusCode::Ok, body)
+        }
     })
     .await;
-    Ok(html(StatusCode::Ok, body))
-}
-
-async fn message(req: Request<State>) -> tide::Result {
-    if let Some(r) = refuse(&req) {
-        return Ok(r);
-    }
-    let id = req.param("id").unwrap_or_default();
-    Ok(match req.state().queue.get(id) {
-        Some(record) => html(
-            StatusCode::Ok,
-            page::message(&req.state().hostname, &record),
-        ),
-        None => html(StatusCode::NotFound, page::not_found(id)),
-    })
+    Ok(html(status, body))
 }
