@@ -172,6 +172,16 @@ impl Drop for Engine {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .status();
+        // Empty directories dockerd and containerd make outside their roots
+        // whatever they are told (rmdir: only if empty, so never another's).
+        for dir in [
+            "/run/docker/plugins",
+            "/run/docker",
+            "/run/containerd/s",
+            "/run/containerd",
+        ] {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -214,6 +224,10 @@ pub fn rootfs_tar(dir: &Path, binary: &str) -> PathBuf {
     }
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/false\n").unwrap();
+    // msmtp keeps the message in a temporary file while it sends.
+    let tmp = root.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let tar = dir.join(format!(
         "{}.tar",
         root.file_name().unwrap().to_string_lossy()
