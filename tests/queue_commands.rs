@@ -15,7 +15,7 @@ use common::mailman::{Config, Mailman};
 use common::message::crlf;
 use common::postoffice::{Answer, Postoffice as Recorder};
 use common::smtp::Smtp;
-use common::stack::{all_to, binary, json, Postoffice, Sink};
+use common::stack::{binary, json, route_all_and, Postoffice, Sink, HOUR_RETRY};
 use common::{wait_until, TestDir};
 
 fn run(binary: &str, args: &[&str]) -> Output {
@@ -41,7 +41,7 @@ fn postoffice_queue_lists_shows_flushes_and_deletes() {
     let dir = TestDir::new();
     let sink_addr = dir.free_addr();
     let _sink = Sink::start(&dir, "mx", sink_addr, &["--rcpt", "450:@slow.test"]);
-    let po = Postoffice::start(&dir, dir.free_addr(), &all_to(sink_addr));
+    let po = Postoffice::start(&dir, dir.free_addr(), &route_all_and(sink_addr, HOUR_RETRY));
     let post = |to: &[&str]| po.post_raw("app@origin.test", to, &crlf("Subject: q\n\nx\n"));
     let slow = post(&["a@slow.test"]);
     let done = post(&["b@ok.test"]);
@@ -290,13 +290,9 @@ fn mailman_queue_lists_and_requeues_failed_messages() {
 #[test]
 fn postoffice_queue_speaks_https_to_a_postoffice_that_serves_it() {
     let dir = TestDir::new();
-    let (cert, key) = common::stack::self_signed(&dir, "po.test");
-    let tls = format!(
-        "tls: Some((cert: {:?}, key: {:?}))",
-        cert.display().to_string(),
-        key.display().to_string()
-    );
-    let po = Postoffice::start_with(&dir, dir.free_addr(), &tls, Some(cert));
+    // A certificate from a private CA the command is not told about: it
+    // pins the one hedwig.ron names.
+    let (po, _ca) = Postoffice::start_https(&dir, dir.free_addr());
     let config = po.config_path().display().to_string();
     let out = run("postoffice", &["queue", "--config", &config]);
     assert_eq!(stdout(&out), "Mail queue is empty\n", "{out:?}");
@@ -317,5 +313,26 @@ fn postoffice_queue_speaks_https_to_a_postoffice_that_serves_it() {
     assert_eq!(
         (code, err.as_str()),
         (Some(1), "postoffice queue: no message NOSUCHID1")
+    );
+    // A config naming another certificate than the one served: refused.
+    let (other, _) = common::stack::self_signed(&dir, "other.test");
+    let text = std::fs::read_to_string(po.config_path()).unwrap();
+    let served = text
+        .split("cert: \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let wrong = dir.path().join("wrong-cert.ron");
+    std::fs::write(&wrong, text.replace(served, other.to_str().unwrap())).unwrap();
+    let (code, err) = failure(&run(
+        "postoffice",
+        &["queue", "--config", wrong.to_str().unwrap()],
+    ));
+    assert_eq!(code, Some(2));
+    assert!(
+        err.ends_with("the certificate served is not postoffice's tls.cert"),
+        "{err}"
     );
 }

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::message::crlf;
-use common::stack::{all_to, json, Postoffice, Sink};
+use common::stack::{json, route_all_and, Postoffice, Sink, HOUR_RETRY};
 use common::{wait_until, TestDir};
 
 /// Runs headless Chromium on `url` with `args` (--dump-dom, --screenshot);
@@ -108,7 +108,7 @@ fn chromium_renders_the_status_page_with_the_apis_numbers() {
         sink_addr,
         &["--rcpt", "450:@slow.test", "--rcpt", "550:@bad.test"],
     );
-    let po = Postoffice::start(&dir, dir.free_addr(), &all_to(sink_addr));
+    let po = Postoffice::start(&dir, dir.free_addr(), &route_all_and(sink_addr, HOUR_RETRY));
     let post = |to: &[&str]| po.post_raw("app@origin.test", to, &crlf("Subject: s\n\nx\n"));
     let delivered: Vec<String> = (0..3).map(|_| post(&["a@ok.test"])).collect();
     let slow = [post(&["b@slow.test"]), post(&["c@slow.test", "d@ok.test"])];

@@ -68,11 +68,6 @@ impl Proc {
         }
     }
 
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("not running").id()
-    }
-
     /// Whether it still runs.
     pub fn alive(&mut self) -> bool {
         self.child
@@ -308,11 +303,6 @@ impl Postoffice {
         &self.config
     }
 
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.proc.pid()
-    }
-
     /// Starts again on the same config and queue.
     pub fn restart(&mut self) {
         self.proc.kill9();
@@ -476,8 +466,17 @@ impl Postoffice {
 
 /// The delivery section sending every domain to `mx`, without STARTTLS.
 pub fn route_all(mx: SocketAddr) -> String {
-    format!("delivery: (routes: {{\"*\": \"{mx}\"}}, starttls: Never)")
+    route_all_and(mx, "")
 }
+
+/// [`route_all`] with more fields of the delivery section, e.g. a retry.
+pub fn route_all_and(mx: SocketAddr, more: &str) -> String {
+    format!("delivery: (routes: {{\"*\": \"{mx}\"}}, starttls: Never, {more})")
+}
+
+/// Deliveries deferred for an hour: the queue stands still while a test
+/// looks at it.
+pub const HOUR_RETRY: &str = r#"retry: (first: "1h", max: "1h", give_up: "1d")"#;
 
 /// The `k`-th extra loopback address of this test (127.(100+k).0.x, x being
 /// the test's own last octet), for MX hosts that must differ by address only.
@@ -511,15 +510,6 @@ impl Postoffice {
         );
         last
     }
-}
-
-/// The postoffice section body that routes every domain to `sink` without
-/// STARTTLS, a deferred recipient waiting an hour (so the queue stands
-/// still while a test looks at it).
-pub fn all_to(sink: SocketAddr) -> String {
-    format!(
-        r#"delivery: (starttls: Never, retry: (first: "1h", max: "1h", give_up: "1d"), routes: {{"*": "{sink}"}})"#
-    )
 }
 
 /// A self-signed certificate and key (PEM, PKCS#8) for `name`, made by openssl.
