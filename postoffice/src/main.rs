@@ -128,37 +128,29 @@ fn start(config: Postoffice) -> Result<(), String> {
 
 /// Starts the delivery loop and the API; stops on SIGTERM/SIGINT.
 async fn run(config: Postoffice, opened: Opened) -> Result<(), String> {
-    let Opened {
-        tokens,
-        queue,
-        woken,
-        tls,
-        signer,
-        listener,
-    } = opened;
     let mut signals =
         async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
             .map_err(|e| format!("cannot watch signals: {e}"))?;
     let hostname = config.resolved_hostname();
     let metrics = Arc::new(metrics::Metrics::default());
     let resolver = dns::Resolver::new(&config.dns).map_err(|e| format!("dns: {e}"))?;
-    let listener =
-        TcpListener::try_from(listener).map_err(|e| format!("listen {}: {e}", config.listen))?;
+    let listener = TcpListener::try_from(opened.listener)
+        .map_err(|e| format!("listen {}: {e}", config.listen))?;
     log::info!(
         "postoffice {} as {hostname} on {}{}, queue {}",
         env!("CARGO_PKG_VERSION"),
         config.listen,
-        if tls.is_some() { " (https)" } else { "" },
+        if opened.tls.is_some() { " (https)" } else { "" },
         config.queue.display()
     );
     let state = api::State {
-        queue: queue.clone(),
-        tokens: Arc::new(tokens),
+        queue: opened.queue.clone(),
+        tokens: Arc::new(opened.tokens),
         max_message_size: config.max_message_size,
         metrics: metrics.clone(),
         hostname: hostname.clone().into(),
         body_timeout: config.body_timeout,
-        https: tls.is_some(),
+        https: opened.tls.is_some(),
     };
     let limits = api::Limits {
         max_header_size: config.max_header_size,
@@ -176,20 +168,20 @@ async fn run(config: Postoffice, opened: Opened) -> Result<(), String> {
     let api = smol::spawn(api::serve(
         listener,
         state,
-        tls,
+        opened.tls,
         limits,
         config.max_connections,
         stopped,
     ));
     let deliverer = delivery::Deliverer::new(
-        queue,
+        opened.queue,
         resolver,
         config.delivery.clone(),
         hostname,
         metrics,
-        Arc::new(signer),
+        Arc::new(opened.signer),
     );
-    let delivery = smol::spawn(deliverer.run(woken, stop_rx));
+    let delivery = smol::spawn(deliverer.run(opened.woken, stop_rx));
     if let Some(Ok(signal)) = signals.next().await {
         log::info!("received {signal:?}: stopping");
     }
