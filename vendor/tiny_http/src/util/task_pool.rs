@@ -69,7 +69,13 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // hedwig: a waiting thread stays counted until it has taken the lock
+        // back, so a thread already woken for a queued task must not be
+        // counted again: queue a task only for an idle thread that no queued
+        // task has claimed yet (the published 0.12.0 compared the count with
+        // 0, and a burst of connections left all but the first few queued
+        // behind long-lived keep-alive connections).
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
