@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::process::Command;
-
+use common::clients::python;
 use common::postoffice::Postoffice;
 use common::TestDir;
 
@@ -23,7 +22,7 @@ const ROUNDS: usize = 3;
 const BURST: &str = r#"
 import http.client, json, socket, sys, time
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-conns = [http.client.HTTPConnection(host, port) for _ in range(n)]
+conns = [http.client.HTTPConnection(host, port, timeout=5) for _ in range(n)]
 for c in conns:
     c.connect()
 for i, c in enumerate(conns):
@@ -49,25 +48,10 @@ fn a_burst_of_new_connections_is_answered_at_once() {
     for round in 0..ROUNDS {
         let dir = TestDir::new();
         let po = Postoffice::start(&dir);
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                BURST,
-                &po.addr().ip().to_string(),
-                &po.addr().port().to_string(),
-                &CONNECTIONS.to_string(),
-            ])
-            .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let statuses = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let statuses = python(BURST, po.addr(), &[&CONNECTIONS.to_string()]);
         let want = format!("[{}]", vec!["202"; CONNECTIONS].join(", "));
         assert_eq!(
-            statuses,
+            statuses.trim(),
             want,
             "round {round}: every connection of the burst answered within 5 s:\n{}",
             po.dump()

@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::clients::python;
 use common::raw::{connect, parse, post, read_until_close};
 use common::stack::{json, Postoffice};
 use common::TestDir;
@@ -71,21 +72,7 @@ for i in range(3):
     ids.append((r.status, json.loads(r.read())["id"]))
 print(json.dumps({"ids": ids, "same_socket": c.sock is not None}))
 "#;
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            script,
-            &po.addr.ip().to_string(),
-            &po.addr.port().to_string(),
-        ])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got = json(String::from_utf8_lossy(&out.stdout).trim());
+    let got = json(python(script, po.addr, &[]).trim());
     for pair in got["ids"].as_array().unwrap() {
         assert_eq!(pair[0], 202, "{got}");
         let record = po.status(pair[1].as_str().unwrap());

@@ -1,4 +1,5 @@
-//! The SMTP clients deployments use, run as processes: msmtp and swaks.
+//! The SMTP clients deployments use, run as processes: msmtp and swaks; and
+//! Python scripts as HTTP clients (http.client).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -94,4 +95,21 @@ pub fn swaks(dir: &Path, server: SocketAddr, args: &[&str], data: &[u8]) -> Sent
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs the Python `script` with `server`'s address and port as its first two
+/// arguments, then `args`; returns its stdout, or panics with its stderr.
+pub fn python(script: &str, server: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &server.ip().to_string(),
+            &server.port().to_string(),
+        ])
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "python3: {}", text(&out.stderr));
+    text(&out.stdout)
 }
