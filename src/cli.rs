@@ -128,6 +128,13 @@ pub fn start<T>(
     Ok(config)
 }
 
+/// Caps smol's blocking pool (the threads that do file work) at `n`; call
+/// before anything uses it. The pool reads `BLOCKING_MAX_THREADS` once, at
+/// its first use; without it, it grows to 500 threads under a backlog.
+pub fn limit_blocking_threads(n: usize) {
+    std::env::set_var("BLOCKING_MAX_THREADS", n.clamp(1, 10_000).to_string());
+}
+
 /// The exit of a binary whose run ended with `result`: 0, or the error
 /// printed once, as `NAME: error`, and 1. (Logging it too would put it on
 /// stderr twice: the log goes there.)

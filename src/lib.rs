@@ -10,11 +10,13 @@
 //!   a container's sender to a real domain.
 //! - [`message`]: the trace header, `Date:` and `Message-ID:` added on the way in.
 //! - [`id`]: unique, time-ordered message ids.
-//! - [`spool`]: the durable spool file (temp, fsync, rename, fsync directory).
+//! - [`spool`]: the durable spool file (temp, fsync, rename, fsync directory),
+//!   its async face and the group commit that makes it cheap.
 //! - [`handoff`]: the HTTP contract from mailman to postoffice.
 //! - `http` (feature `http`): the HTTP/1 wire under surf and tide, hyper on
 //!   smol, with TLS and a keep-alive pool.
 //! - [`retry`]: backoff between attempts, for the hand-off and for delivery.
+//! - [`timeout`]: the bound on every network wait, in both binaries.
 //! - [`config`]: `hedwig.ron`, both sections; [`cli`]: the binaries' arguments;
 //!   [`privilege`]: becoming the configured user after start.
 #![forbid(unsafe_code)]
@@ -33,3 +35,4 @@ pub mod privilege;
 pub mod retry;
 pub mod smtp;
 pub mod spool;
+pub mod timeout;

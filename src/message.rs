@@ -34,16 +34,9 @@ pub fn rfc5322_date(t: SystemTime) -> String {
 /// ```
 pub fn normalize_newlines(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len() + input.len() / 32);
-    // The text between line ends is copied whole; each CRLF, bare CR or
-    // bare LF becomes one CRLF.
-    let mut rest = input;
-    while let Some(i) = memchr::memchr2(b'\r', b'\n', rest) {
-        out.extend_from_slice(&rest[..i]);
-        out.extend_from_slice(b"\r\n");
-        let crlf = rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n');
-        rest = &rest[i + if crlf { 2 } else { 1 }..];
-    }
-    out.extend_from_slice(rest);
+    let mut newlines = Newlines::default();
+    newlines.push(input, &mut out);
+    newlines.finish(&mut out);
     out
 }
 
@@ -65,6 +58,60 @@ pub fn has_bare_newline(input: &[u8]) -> bool {
         rest = &rest[i + 2..];
     }
     false
+}
+
+/// [`normalize_newlines`] for a message that arrives in chunks: a CR at the
+/// end of one chunk may be the first half of a CRLF split across two.
+///
+/// # Examples
+///
+/// ```
+/// let mut n = hedwig::message::Newlines::default();
+/// let mut out = Vec::new();
+/// for chunk in [&b"a\r"[..], b"\nb\r", b"c\n"] {
+///     n.push(chunk, &mut out);
+/// }
+/// n.finish(&mut out);
+/// assert_eq!(out, b"a\r\nb\r\nc\r\n");
+/// ```
+#[derive(Debug, Default)]
+pub struct Newlines {
+    /// The last chunk ended in a CR not yet written.
+    pending_cr: bool,
+}
+
+impl Newlines {
+    /// Repairs the next chunk into `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let mut rest = chunk;
+        if std::mem::take(&mut self.pending_cr) {
+            out.extend_from_slice(b"\r\n");
+            if let Some(after_lf) = rest.strip_prefix(b"\n") {
+                rest = after_lf;
+            }
+        }
+        // The text between line ends is copied whole; each CRLF, bare CR or
+        // bare LF becomes one CRLF.
+        while let Some(i) = memchr::memchr2(b'\r', b'\n', rest) {
+            out.extend_from_slice(&rest[..i]);
+            if rest[i] == b'\r' && i + 1 == rest.len() {
+                // Whether an LF follows is up to the next chunk.
+                self.pending_cr = true;
+                return;
+            }
+            out.extend_from_slice(b"\r\n");
+            let crlf = rest[i] == b'\r' && rest[i + 1] == b'\n';
+            rest = &rest[i + if crlf { 2 } else { 1 }..];
+        }
+        out.extend_from_slice(rest);
+    }
+
+    /// The message ended: a CR held back is a line end of its own.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if std::mem::take(&mut self.pending_cr) {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
 }
 
 /// The facts a `Received:` header records.
@@ -173,6 +220,12 @@ impl Stamper {
     /// Whether the masquerade rule changed a header field.
     pub fn rewrote(&self) -> bool {
         self.rewrote
+    }
+
+    /// Whether the header section has been written out: from now on every
+    /// chunk passes unchanged, and a caller may skip [`Stamper::push`].
+    pub fn passes_through(&self) -> bool {
+        self.head.is_none()
     }
 
     /// Takes the next chunk of message bytes; appends what can be written to `out`.
@@ -313,6 +366,21 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(normalize_newlines(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn newlines_in_chunks_equal_newlines_whole() {
+        let input = b"a\r\nb\rc\nd\r\r\n\n\re\r";
+        let whole = normalize_newlines(input);
+        for size in 1..input.len() {
+            let mut n = Newlines::default();
+            let mut out = Vec::new();
+            for chunk in input.chunks(size) {
+                n.push(chunk, &mut out);
+            }
+            n.finish(&mut out);
+            assert_eq!(out, whole, "chunks of {size}");
         }
     }
 

@@ -12,14 +12,25 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::faults::{seq_of, wait_delivered, Path4, Sender, Tally};
+use common::faults::{assert_one_attempt_each, seq_of, wait_delivered, Path4, Sender, Tally};
 use common::stack::{dnsmasq, host_ip, Received, Sink};
-use common::{spool_files, wait_until, TestDir};
+use common::{queue_records, spool_files, wait_until, TestDir};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
-/// Asserts the promise: nothing answered 250 lost, nothing duplicated.
+/// Asserts the promise: every message answered 250, nothing of it lost,
+/// nothing duplicated.
 fn assert_whole(tally: &Tally, logs: &str) {
+    assert_eq!(
+        tally.answered, tally.sent,
+        "every message is answered 250\n{logs}"
+    );
+    assert_nothing_lost(tally, logs);
+}
+
+/// Nothing answered 250 lost, nothing duplicated (some messages may have
+/// been refused, as a full spool must).
+fn assert_nothing_lost(tally: &Tally, logs: &str) {
     tally.report();
     assert_eq!(tally.strays, 0, "unknown messages arrived");
     assert_eq!(tally.lost, 0, "lost: {:?}\n{logs}", tally.lost_seqs);
@@ -51,7 +62,9 @@ fn postoffice_unreachable_mailman_spools_then_drains_in_order() {
     let mut path = Path4::start(&dir, &[], "");
     path.postoffice.kill9();
 
-    let sent = Sender::start(&dir, path.mailman.addr(), 0, N, 8, SECS(60)).finish(SECS(120));
+    let (sent, attempts) =
+        Sender::start(&dir, path.mailman.addr(), 0, N, 8, SECS(60)).finish_counted(SECS(120));
+    assert_one_attempt_each(&attempts);
     let answered = sent.values().filter(|&&c| c == 250).count();
     assert_eq!(
         answered as u64, N,
@@ -87,15 +100,14 @@ fn postoffice_unreachable_mailman_spools_then_drains_in_order() {
         })
         .collect();
     let mut accepted: Vec<(String, String)> = Vec::new(); // (postoffice id, mailman id)
-    for entry in std::fs::read_dir(dir.path().join("queue/state")).expect("state dir") {
-        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("record");
-        let record: serde_json::Value = serde_json::from_str(&text).expect("record JSON");
+    for record in queue_records(&dir.path().join("queue")) {
         let rcpt = record["recipients"][0]["address"].as_str().expect("rcpt");
         accepted.push((
             record["id"].as_str().expect("id").into(),
             by_rcpt[rcpt].clone(),
         ));
     }
+    assert_eq!(accepted.len() as u64, N, "a record for every message");
     accepted.sort();
     let mut spool_order: Vec<&String> = accepted.iter().map(|(_, m)| m).collect();
     spool_order.sort();
@@ -195,7 +207,7 @@ fn mailman_spool_full_answers_452_then_accepts_again() {
         &all,
         &received,
     );
-    assert_whole(&tally, &path.logs());
+    assert_nothing_lost(&tally, &path.logs());
 }
 
 #[test]
@@ -205,7 +217,9 @@ fn postoffice_queue_full_answers_503_and_mailman_keeps_the_message() {
     let path = Path4::start(&dir, &[], "");
     let filler = queue.fill();
 
-    let sent = Sender::start(&dir, path.mailman.addr(), 0, 50, 4, SECS(30)).finish(SECS(60));
+    let (sent, attempts) =
+        Sender::start(&dir, path.mailman.addr(), 0, 50, 4, SECS(30)).finish_counted(SECS(60));
+    assert_one_attempt_each(&attempts);
     assert!(
         sent.values().all(|&c| c == 250),
         "mailman takes them: {sent:?}"
@@ -240,7 +254,9 @@ fn dns_down_defers_then_delivers() {
     let mut path = Path4::start(&dir, &[], "");
     path.dns.kill9();
 
-    let sent = Sender::start(&dir, path.mailman.addr(), 0, 300, 8, SECS(30)).finish(SECS(60));
+    let (sent, attempts) =
+        Sender::start(&dir, path.mailman.addr(), 0, 300, 8, SECS(30)).finish_counted(SECS(60));
+    assert_one_attempt_each(&attempts);
     assert!(sent.values().all(|&c| c == 250));
     let deferred = wait_until(SECS(30), || {
         let (_, body) = path.postoffice.http("GET", "/v1/queue", None, None);
@@ -282,7 +298,13 @@ fn a_stalling_mx_never_blocks_other_domains() {
     path.dns = dnsmasq(&dir, path.dns_addr, &recs);
 
     let start = Instant::now();
-    let sent = Sender::start(&dir, path.mailman.addr(), 0, 1000, 8, SECS(30)).finish(SECS(60));
+    let (sent, attempts) =
+        Sender::start(&dir, path.mailman.addr(), 0, 1000, 8, SECS(30)).finish_counted(SECS(60));
+    assert_one_attempt_each(&attempts);
+    assert!(
+        sent.values().all(|&c| c == 250),
+        "mailman answers 250 to all, d0.test's too"
+    );
     let others = not_to_d0(&sent);
     let received = wait_delivered(&path.sink, &others, SECS(60));
     let took = start.elapsed();
@@ -305,7 +327,9 @@ fn a_stalling_mx_never_blocks_other_domains() {
 fn refused_for_a_while(code: &str, scenario: &str) {
     let dir = TestDir::new();
     let path = Path4::start(&dir, &["--refuse-for", "3", code], "");
-    let sent = Sender::start(&dir, path.mailman.addr(), 0, 500, 8, SECS(30)).finish(SECS(60));
+    let (sent, attempts) =
+        Sender::start(&dir, path.mailman.addr(), 0, 500, 8, SECS(30)).finish_counted(SECS(60));
+    assert_one_attempt_each(&attempts);
     let received = wait_delivered(&path.sink, &sent, SECS(90));
     let tally = Tally::count(scenario, &sent, &received);
     assert_whole(&tally, &path.logs());
@@ -342,7 +366,13 @@ fn a_550_sends_exactly_one_dsn_and_never_bounces_a_bounce() {
     path.dns.kill9();
     path.dns = dnsmasq(&dir, path.dns_addr, &recs);
 
-    let sent = Sender::start(&dir, path.mailman.addr(), 0, 500, 8, SECS(30)).finish(SECS(60));
+    let (sent, attempts) =
+        Sender::start(&dir, path.mailman.addr(), 0, 500, 8, SECS(30)).finish_counted(SECS(60));
+    assert_one_attempt_each(&attempts);
+    assert!(
+        sent.values().all(|&c| c == 250),
+        "mailman answers 250 to all, d0.test's too"
+    );
     let others = not_to_d0(&sent);
     let bounced = sent.len() - others.len();
     wait_delivered(&path.sink, &others, SECS(60));

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::stack::{free_port, host_ip, Postoffice, Sink};
-use common::{wait_until, TestDir};
+use common::{queue_records, wait_until, TestDir};
 
 const TOTAL: usize = 1000;
 const KILL_AFTER: usize = 300;
@@ -43,21 +43,7 @@ fn post(addr: SocketAddr, seq: usize) -> Option<String> {
 /// (id, recipient) pairs the queue's records on disk show as delivered.
 fn delivered_on_disk(queue: &std::path::Path) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
-    for entry in std::fs::read_dir(queue.join("state"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        // A .json.tmp not yet renamed is not recorded: a restart discards it.
-        if entry.path().extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        let Ok(record) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
+    for record in queue_records(queue) {
         for r in record["recipients"].as_array().into_iter().flatten() {
             if r["state"] == "delivered" {
                 out.insert((
@@ -120,6 +106,11 @@ fn kill_9_while_delivering_loses_nothing() {
     po.kill9();
     let before_kill = sink.received().len();
     let delivered_before = delivered_on_disk(&dir.path().join("queue"));
+    assert!(
+        delivered_before.len() >= KILL_AFTER / 2,
+        "the records on disk show {} delivered of {before_kill} received",
+        delivered_before.len()
+    );
     std::thread::sleep(Duration::from_millis(300));
     po.restart();
     for p in posters {

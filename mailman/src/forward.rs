@@ -1,11 +1,18 @@
 //! The forwarder drains the spool to postoffice: several hand-offs in flight,
 //! oldest first, pausing with doubling backoff while postoffice is down or
-//! answers 5xx/429 (see schedule.rs), `failed/` for a permanent refusal. A spool file is removed
-//! only after postoffice's 2xx.
+//! answers 5xx/429 (see schedule.rs), `failed/` for a permanent refusal. A
+//! spool file is removed only after postoffice's 2xx.
+//!
+//! What it holds per spooled message is its id (16 bytes): a spool of
+//! 100,000 messages waiting for postoffice costs a few MiB. The spool is
+//! listed in the background, so mailman takes mail from its first second
+//! however much is spooled.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_lite::FutureExt;
+use hedwig::id::Id;
+use hedwig::retry::Backoff;
 use hedwig::spool::Spool;
 use smol::Timer;
 
@@ -15,8 +22,9 @@ use crate::shutdown::Shutdown;
 
 /// What woke the forwarder.
 enum Wake {
-    New(String),
-    Finished(String, Outcome),
+    New(Id),
+    Listed(Vec<Id>),
+    Finished(Id, Outcome),
     Timer,
     Stop,
 }
@@ -26,23 +34,21 @@ enum Wake {
 pub async fn run(
     spool: Spool,
     handoff: Handoff,
-    accepted: async_channel::Receiver<String>,
+    accepted: async_channel::Receiver<Id>,
     concurrency: usize,
-    retry: (Duration, Duration),
+    retry: Backoff,
     shutdown: Shutdown,
 ) {
     let mut schedule = Schedule::default();
-    match spool.list() {
-        Ok(ids) => {
-            if !ids.is_empty() {
-                log::info!("resuming {} spooled messages", ids.len());
-            }
-            for id in ids {
-                schedule.add(id);
-            }
-        }
-        Err(e) => log::error!("cannot list spool: {e}"),
-    }
+    // What was spooled before this start, listed on the blocking pool while
+    // new mail is already taken and handed off.
+    let listing = {
+        let spool = spool.clone();
+        smol::spawn(async move { spool.list().await })
+    };
+    let mut listing = Some(listing);
+    // Ids announced while the listing runs: it may hold them too.
+    let mut announced = std::collections::HashSet::new();
     let (done_tx, done_rx) = async_channel::unbounded();
     let mut in_flight = 0usize;
     loop {
@@ -55,12 +61,13 @@ pub async fn run(
             in_flight += 1;
             let (spool, handoff, done_tx) = (spool.clone(), handoff.clone(), done_tx.clone());
             smol::spawn(async move {
-                let outcome = handoff.send(&spool, &id).await;
+                let outcome = handoff.send(&spool, id).await;
                 let _ = done_tx.send((id, outcome)).await;
             })
             .detach();
         }
-        // Sleep until a new message, a finished hand-off, the next due time, or shutdown.
+        // Sleep until a new message, a finished hand-off, the listing, the
+        // next due time, or shutdown.
         let timer_at = if in_flight < concurrency {
             schedule.next_due(now, in_flight)
         } else {
@@ -72,6 +79,18 @@ pub async fn run(
                     .recv()
                     .await
                     .map_or(Wake::Stop, |(id, o)| Wake::Finished(id, o))
+            })
+            .or(async {
+                match listing.as_mut() {
+                    Some(task) => match task.await {
+                        Ok(ids) => Wake::Listed(ids),
+                        Err(e) => {
+                            log::error!("cannot list spool: {e}");
+                            Wake::Listed(Vec::new())
+                        }
+                    },
+                    None => std::future::pending().await,
+                }
             })
             .or(async {
                 match timer_at {
@@ -86,7 +105,26 @@ pub async fn run(
             })
             .await;
         match wake {
-            Wake::New(id) => schedule.add(id),
+            Wake::New(id) => {
+                if listing.is_some() {
+                    announced.insert(id);
+                }
+                schedule.add(id);
+            }
+            Wake::Listed(ids) => {
+                listing = None;
+                if !ids.is_empty() {
+                    log::info!("resuming {} spooled messages", ids.len());
+                }
+                // A message accepted since the start may be listed too, and
+                // be in flight or handed off already: it came as New.
+                for id in ids {
+                    if !announced.contains(&id) {
+                        schedule.add(id);
+                    }
+                }
+                announced = Default::default();
+            }
             Wake::Finished(id, outcome) => {
                 in_flight -= 1;
                 finish(&spool, &mut schedule, id, outcome, retry);
@@ -97,37 +135,39 @@ pub async fn run(
     }
 }
 
-/// Acts on one hand-off's outcome.
-fn finish(
-    spool: &Spool,
-    schedule: &mut Schedule,
-    id: String,
-    outcome: Outcome,
-    retry: (Duration, Duration),
-) {
+/// Acts on one hand-off's outcome; file work goes on in the background
+/// (the message is out of the schedule already).
+fn finish(spool: &Spool, schedule: &mut Schedule, id: Id, outcome: Outcome, retry: Backoff) {
+    let spool = spool.clone();
     match outcome {
         Outcome::Accepted => {
-            schedule.succeeded(&id);
-            if let Err(e) = spool.remove(&id) {
-                // Sent again after a restart; postoffice answers the repeat by its key.
-                log::error!("{id}: delivered but cannot remove spool file: {e}");
-            }
+            schedule.succeeded(id);
+            smol::spawn(async move {
+                if let Err(e) = spool.remove(id).await {
+                    // Sent again after a restart; postoffice answers the repeat by its key.
+                    log::error!("{id}: delivered but cannot remove spool file: {e}");
+                }
+            })
+            .detach();
         }
         Outcome::Retry(why) => {
-            let wait = schedule.failed(id.clone(), Instant::now(), retry.0, retry.1);
+            let wait = schedule.failed(id, Instant::now(), retry);
             log::warn!("{id}: hand-off deferred ({why}); next try in {wait:?}");
         }
         Outcome::Refused(why) => {
-            schedule.forget(&id);
-            match spool.fail(&id) {
-                Ok(path) => log::error!(
-                    "{id}: refused by postoffice ({why}); kept in {}",
-                    path.display()
-                ),
-                Err(e) => {
-                    log::error!("{id}: refused by postoffice ({why}); cannot move to failed/: {e}")
+            schedule.forget(id);
+            smol::spawn(async move {
+                match spool.fail(id).await {
+                    Ok(path) => log::error!(
+                        "{id}: refused by postoffice ({why}); kept in {}",
+                        path.display()
+                    ),
+                    Err(e) => log::error!(
+                        "{id}: refused by postoffice ({why}); cannot move to failed/: {e}"
+                    ),
                 }
-            }
+            })
+            .detach();
         }
     }
 }

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, FutureExt};
 use hedwig::handoff;
 use hedwig::http::client::Stale;
-use hedwig::spool::Spool;
+use hedwig::id::Id;
+use hedwig::retry::Backoff;
+use hedwig::spool::{Body, Spool};
 
 pub use hedwig::handoff::Outcome;
 
@@ -30,7 +32,7 @@ pub struct Handoff {
     targets: Arc<Mutex<Vec<Target>>>,
     token: Arc<str>,
     timeout: Duration,
-    retry: (Duration, Duration),
+    retry: Backoff,
 }
 
 /// One postoffice URL and its health.
@@ -54,14 +56,14 @@ impl Handoff {
     /// A client posting to `urls` (in order) with `token`, each exchange
     /// bounded by `timeout`, trusting `ca_file` besides the system's CAs,
     /// keeping up to `concurrency` connections per URL open; a failing URL
-    /// waits `retry` (first, max) before it is preferred again.
+    /// waits `retry` before it is preferred again.
     pub fn new(
         urls: &[String],
         token: String,
         timeout: Duration,
         ca_file: Option<&std::path::Path>,
         concurrency: usize,
-        retry: (Duration, Duration),
+        retry: Backoff,
     ) -> Result<Handoff, String> {
         let client = hedwig::http::Client::new(ca_file, timeout, concurrency)?;
         let targets = urls
@@ -111,14 +113,14 @@ impl Handoff {
             t.until = None;
         } else {
             t.failures = t.failures.saturating_add(1);
-            let wait = hedwig::retry::backoff(self.retry.0, self.retry.1, t.failures);
+            let wait = self.retry.wait(t.failures);
             t.until = Some(Instant::now() + wait);
         }
     }
 
     /// Hands spooled message `id` off, streaming its bytes from the spool
     /// file, to the first URL that takes it.
-    pub async fn send(&self, spool: &Spool, id: &str) -> Outcome {
+    pub async fn send(&self, spool: &Spool, id: Id) -> Outcome {
         let mut failed = Vec::new();
         let order = self.order(Instant::now());
         let last = order.len().saturating_sub(1);
@@ -140,7 +142,7 @@ impl Handoff {
 
     /// One hand-off to one URL, sent again at once on a new connection when
     /// a pooled one turns out closed.
-    async fn send_to(&self, endpoint: &str, spool: &Spool, id: &str) -> Outcome {
+    async fn send_to(&self, endpoint: &str, spool: &Spool, id: Id) -> Outcome {
         for _ in 0..2 {
             match self.post(endpoint, spool, id).await {
                 Ok(outcome) => return outcome,
@@ -151,25 +153,30 @@ impl Handoff {
         Outcome::Retry("connections closed before an answer".into())
     }
 
-    async fn post(&self, endpoint: &str, spool: &Spool, id: &str) -> Result<Outcome, Failure> {
-        let owned = (spool.clone(), id.to_string());
-        let opened = smol::unblock(move || owned.0.open_message(&owned.1)).await;
-        let (head, file, len) = match opened {
+    async fn post(&self, endpoint: &str, spool: &Spool, id: Id) -> Result<Outcome, Failure> {
+        let (head, body, len) = match spool.open_message(id).await {
             Ok(x) => x,
             Err(e) => return Ok(Outcome::Refused(format!("cannot read spool file: {e}"))),
         };
         let url = format!("{endpoint}?{}", handoff::query(&head.envelope));
-        let reader =
-            futures_lite::io::BufReader::with_capacity(64 << 10, smol::fs::File::from(file));
+        // A small message was read whole with its head; a big one streams.
+        let body = match body {
+            Body::Bytes(bytes) => surf::Body::from_bytes(bytes),
+            Body::File(file) => {
+                let file = smol::fs::File::from(file);
+                let reader = futures_lite::io::BufReader::with_capacity(64 << 10, file);
+                surf::Body::from_reader(reader, Some(len as usize))
+            }
+        };
         let started = Instant::now();
         let exchange = async {
             let request = self
                 .client
                 .post(url)
                 .header(handoff::AUTHORIZATION, handoff::bearer(&self.token))
-                .header(handoff::IDEMPOTENCY_KEY, id)
+                .header(handoff::IDEMPOTENCY_KEY, id.to_string())
                 .content_type(handoff::CONTENT_TYPE)
-                .body(surf::Body::from_reader(reader, Some(len as usize)));
+                .body(body);
             let mut response = request.await.map_err(|e| match e.downcast_ref::<Stale>() {
                 Some(_) => Failure::Stale,
                 None => Failure::Other(format!("postoffice unreachable: {e}")),

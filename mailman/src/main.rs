@@ -72,7 +72,10 @@ fn main() -> ExitCode {
     let version = env!("CARGO_PKG_VERSION");
     let section = hedwig::config::Config::into_mailman;
     match hedwig::cli::start("mailman", version, ABOUT, section, |c| c.log_level) {
-        Ok(config) => hedwig::cli::exit("mailman", start(config)),
+        Ok(config) => {
+            hedwig::cli::limit_blocking_threads(config.blocking_threads);
+            hedwig::cli::exit("mailman", start(config))
+        }
         Err(code) => code,
     }
 }
@@ -90,14 +93,13 @@ fn start(config: Mailman) -> Result<(), String> {
         .postoffice
         .token()
         .map_err(|e| format!("postoffice token: {e}"))?;
-    let retry = (config.postoffice.retry.first, config.postoffice.retry.max);
     let handoff = http::Handoff::new(
         &config.postoffice.urls,
         token,
         config.postoffice.timeout,
         config.postoffice.ca_file.as_deref(),
         config.postoffice.concurrency,
-        retry,
+        config.postoffice.retry,
     )?;
     let mut listeners = Vec::new();
     for listen in &config.listen {
@@ -171,14 +173,13 @@ async fn run(
         config.spool.display(),
         config.postoffice.urls.join(", ")
     );
-    let retry = (config.postoffice.retry.first, config.postoffice.retry.max);
     let pickup = smol::spawn(pickup::run(pickup, accepted_tx.clone(), shutdown.clone()));
     let forwarder = smol::spawn(forward::run(
         spool,
         handoff,
         accepted_rx,
         config.postoffice.concurrency,
-        retry,
+        config.postoffice.retry,
         shutdown.clone(),
     ));
     let server = smol::spawn(server::run(

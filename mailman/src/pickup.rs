@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_lite::FutureExt;
+use hedwig::id::Id;
 use hedwig::message::{received_local, rfc5322_date, Stamper};
 use hedwig::privilege::open_untrusted;
 use hedwig::spool::{read_head, Spool};
@@ -68,7 +69,7 @@ impl From<io::Error> for Refusal {
 }
 
 /// Runs passes until shutdown, sending the ids taken to the forwarder.
-pub async fn run(pickup: Arc<Pickup>, accepted: async_channel::Sender<String>, shutdown: Shutdown) {
+pub async fn run(pickup: Arc<Pickup>, accepted: async_channel::Sender<Id>, shutdown: Shutdown) {
     loop {
         let stop = async {
             Timer::after(INTERVAL).await;
@@ -84,7 +85,10 @@ pub async fn run(pickup: Arc<Pickup>, accepted: async_channel::Sender<String>, s
         }
         let p = pickup.clone();
         for id in smol::unblock(move || p.pass(SystemTime::now(), true)).await {
-            let _ = accepted.try_send(id);
+            // Only ids of hedwig's shape are taken (see take()).
+            if let Ok(id) = id.parse::<Id>() {
+                let _ = accepted.try_send(id);
+            }
         }
     }
 }
@@ -157,6 +161,11 @@ impl Pickup {
         if !meta.is_file() || meta.nlink() != 1 {
             return Err(bad("not a regular file with one link".into()));
         }
+        // The spool keeps a message as its id in 16 bytes: a drop named
+        // otherwise (sendmail names its drops with hedwig ids) is refused.
+        if id.parse::<Id>().is_err() {
+            return Err(bad(format!("{id:?} is not a message id")));
+        }
         if self.spool.path(id, false).exists() {
             let _ = fs::remove_file(path);
             return Ok(None);
@@ -174,7 +183,7 @@ impl Pickup {
         let received = received_local(&self.hostname, "hedwig mailman", uid, id, now);
         let message_id = format!("{id}@{}", self.hostname);
         let mut stamper = Stamper::new(received, rfc5322_date(now), message_id, self.max_header);
-        let mut writer = self.spool.create(id, &envelope, None)?;
+        let mut writer = self.spool.create_blocking(id, &envelope, None)?;
         let mut body = reader.take(self.max_message_size + 1);
         let (mut chunk, mut out) = (vec![0; 64 * 1024], Vec::new());
         let mut size = 0u64;
@@ -260,7 +269,8 @@ mod tests {
         );
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(p.pass(now, true), ["00000000000000000A"]);
-        let (head, body) = p.spool.read("00000000000000000A").unwrap();
+        let id = "00000000000000000A".parse().unwrap();
+        let (head, body) = smol::block_on(p.spool.read(id)).unwrap();
         assert_eq!(head.envelope.to[0].as_str(), "c@d.test");
         let text = String::from_utf8(body).unwrap();
         let uid = hedwig::privilege::uid();
@@ -295,7 +305,7 @@ mod tests {
         fs::write(dir.join(".00000000000000000F.tmp"), b"being written").unwrap();
         let now = SystemTime::now();
         assert!(p.pass(now, true).is_empty());
-        assert!(p.spool.list().unwrap().is_empty());
+        assert!(p.spool.list_blocking().unwrap().is_empty());
         let left: Vec<String> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -316,7 +326,7 @@ mod tests {
         let (_dir, p) = setup();
         let id = "00000000000000000A";
         p.spool
-            .create(
+            .create_blocking(
                 id,
                 &Envelope {
                     from: None,

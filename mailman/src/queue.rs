@@ -120,7 +120,7 @@ pub fn list(config: &Mailman, json: bool) -> ExitCode {
     let sets = listed.and_then(|()| {
         Ok([
             (State::Incoming, incoming),
-            (State::Waiting, spool.list()?),
+            (State::Waiting, spool.list_blocking()?),
             (State::Failed, spool.list_failed()?),
         ])
     });
@@ -306,15 +306,18 @@ mod tests {
             to: vec![Address::parse("a@b.test").unwrap()],
         };
         let id = "18A0B0C0D0E0F0123";
-        let mut w = spool.create(&format!("{id}1"), &envelope, None).unwrap();
+        let mut w = spool
+            .create_blocking(&format!("{id}1"), &envelope, None)
+            .unwrap();
         w.write(b"0123456789").unwrap();
         w.commit().unwrap();
         spool
-            .create(&format!("{id}2"), &envelope, None)
+            .create_blocking(&format!("{id}2"), &envelope, None)
             .unwrap()
             .commit()
             .unwrap();
-        spool.fail(&format!("{id}2")).unwrap();
+        let failed = format!("{id}2");
+        std::fs::rename(spool.path(&failed, false), spool.path(&failed, true)).unwrap();
         let drop = maildrop::dir(spool.root());
         Spool::create_in(&drop, &format!("{id}3"), &envelope, 0o640)
             .unwrap()
@@ -329,7 +332,7 @@ mod tests {
         let spool = spool_with(dir.path());
         let sets: Sets = [
             (State::Incoming, vec!["18A0B0C0D0E0F01233".into()]),
-            (State::Waiting, spool.list().unwrap()),
+            (State::Waiting, spool.list_blocking().unwrap()),
             (State::Failed, spool.list_failed().unwrap()),
         ];
         let mut text = Vec::new();

@@ -17,16 +17,17 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use hedwig::retry::backoff;
+use hedwig::id::Id;
+use hedwig::retry::Backoff;
 
 /// The forwarder's queue of spooled messages waiting for a hand-off.
 #[derive(Debug, Default)]
 pub struct Schedule {
     /// Messages not in flight, oldest first.
-    waiting: BTreeSet<String>,
+    waiting: BTreeSet<Id>,
     /// Messages that failed since their last success: failures so far and
     /// the earliest next try.
-    failed: HashMap<String, (u32, Instant)>,
+    failed: HashMap<Id, (u32, Instant)>,
     /// Hand-offs that failed in a row, counting one per pause.
     streak: u32,
     /// No hand-off starts before this, after a failure.
@@ -35,13 +36,13 @@ pub struct Schedule {
 
 impl Schedule {
     /// Adds a message to hand off as soon as the queue allows.
-    pub fn add(&mut self, id: String) {
+    pub fn add(&mut self, id: Id) {
         self.waiting.insert(id);
     }
 
     /// Takes the next message to hand off at `now`, given how many are in
     /// flight; None when nothing may start now.
-    pub fn pop_due(&mut self, now: Instant, in_flight: usize) -> Option<String> {
+    pub fn pop_due(&mut self, now: Instant, in_flight: usize) -> Option<Id> {
         if self.paused_until.is_some_and(|until| now < until) {
             return None;
         }
@@ -56,13 +57,13 @@ impl Schedule {
                 .or_else(|| self.oldest_eligible(now))
         } else {
             self.oldest_eligible(now)
-        }?
-        .clone();
+        }
+        .copied()?;
         self.waiting.remove(&id);
         Some(id)
     }
 
-    fn oldest_eligible(&self, now: Instant) -> Option<&String> {
+    fn oldest_eligible(&self, now: Instant) -> Option<&Id> {
         self.waiting
             .iter()
             .find(|id| self.failed.get(*id).is_none_or(|&(_, at)| at <= now))
@@ -87,31 +88,31 @@ impl Schedule {
     }
 
     /// Records a hand-off that postoffice acknowledged: the queue flows again.
-    pub fn succeeded(&mut self, id: &str) {
-        self.failed.remove(id);
+    pub fn succeeded(&mut self, id: Id) {
+        self.failed.remove(&id);
         self.streak = 0;
         self.paused_until = None;
     }
 
     /// Records a hand-off that failed but may succeed later; the message
     /// waits again. Returns how long this message waits.
-    pub fn failed(&mut self, id: String, now: Instant, first: Duration, max: Duration) -> Duration {
+    pub fn failed(&mut self, id: Id, now: Instant, retry: Backoff) -> Duration {
         let failures = self.failed.get(&id).map_or(1, |&(n, _)| n + 1);
-        let wait = backoff(first, max, failures);
-        self.failed.insert(id.clone(), (failures, now + wait));
+        let wait = retry.wait(failures);
+        self.failed.insert(id, (failures, now + wait));
         self.waiting.insert(id);
         // The hand-offs in flight when postoffice went away fail together:
         // they make one pause, not a doubling each.
         if self.paused_until.is_none_or(|until| now >= until) {
             self.streak += 1;
-            self.paused_until = Some(now + backoff(first, max, self.streak));
+            self.paused_until = Some(now + retry.wait(self.streak));
         }
         wait
     }
 
     /// Forgets a message that is done with (refused for good).
-    pub fn forget(&mut self, id: &str) {
-        self.failed.remove(id);
+    pub fn forget(&mut self, id: Id) {
+        self.failed.remove(&id);
     }
 
     /// Messages waiting (not in flight).
@@ -126,12 +127,21 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+    const RETRY: Backoff = Backoff {
+        first: S,
+        max: Duration::from_secs(8),
+    };
     const MAX: Duration = Duration::from_secs(8);
+
+    /// The id named `s`, ordered as the names are.
+    fn id(s: &str) -> Id {
+        format!("{s:0>18}").parse().unwrap()
+    }
 
     fn schedule(ids: &[&str]) -> Schedule {
         let mut s = Schedule::default();
-        for id in ids {
-            s.add(id.to_string());
+        for name in ids {
+            s.add(id(name));
         }
         s
     }
@@ -140,9 +150,9 @@ mod tests {
     fn oldest_first() {
         let t = Instant::now();
         let mut s = schedule(&["C", "A", "B"]);
-        assert_eq!(s.pop_due(t, 0).as_deref(), Some("A"));
-        assert_eq!(s.pop_due(t, 1).as_deref(), Some("B"));
-        assert_eq!(s.pop_due(t, 2).as_deref(), Some("C"));
+        assert_eq!(s.pop_due(t, 0), Some(id("A")));
+        assert_eq!(s.pop_due(t, 1), Some(id("B")));
+        assert_eq!(s.pop_due(t, 2), Some(id("C")));
         assert_eq!(s.pop_due(t, 3), None);
         assert_eq!(s.next_due(t, 3), None);
     }
@@ -154,23 +164,23 @@ mod tests {
         let a = s.pop_due(t, 0).unwrap();
         let b = s.pop_due(t, 1).unwrap();
         // Both in flight fail: one pause of `first`, not two doublings.
-        assert_eq!(s.failed(a, t, S, MAX), S);
-        assert_eq!(s.failed(b, t, S, MAX), S);
+        assert_eq!(s.failed(a, t, RETRY), S);
+        assert_eq!(s.failed(b, t, RETRY), S);
         assert_eq!(s.pop_due(t, 0), None);
         assert_eq!(s.next_due(t, 0), Some(t + S));
         // After the pause, one probe: the oldest message that has not failed.
-        assert_eq!(s.pop_due(t + S, 0).as_deref(), Some("C"));
+        assert_eq!(s.pop_due(t + S, 0), Some(id("C")));
         assert_eq!(s.pop_due(t + S, 1), None, "one probe at a time");
         assert_eq!(s.next_due(t + S, 1), None);
         // The probe fails: the pause doubles.
-        s.failed("C".into(), t + S, S, MAX);
+        s.failed(id("C"), t + S, RETRY);
         assert_eq!(s.next_due(t + S, 0), Some(t + 3 * S));
-        assert_eq!(s.pop_due(t + 3 * S, 0).as_deref(), Some("D"));
+        assert_eq!(s.pop_due(t + 3 * S, 0), Some(id("D")));
         // The probe succeeds: everything flows again, oldest first.
-        s.succeeded("D");
-        assert_eq!(s.pop_due(t + 3 * S, 0).as_deref(), Some("A"));
-        assert_eq!(s.pop_due(t + 3 * S, 1).as_deref(), Some("B"));
-        assert_eq!(s.pop_due(t + 3 * S, 2).as_deref(), Some("C"));
+        s.succeeded(id("D"));
+        assert_eq!(s.pop_due(t + 3 * S, 0), Some(id("A")));
+        assert_eq!(s.pop_due(t + 3 * S, 1), Some(id("B")));
+        assert_eq!(s.pop_due(t + 3 * S, 2), Some(id("C")));
     }
 
     #[test]
@@ -180,18 +190,18 @@ mod tests {
         let mut now = t;
         let mut pauses = Vec::new();
         for _ in 0..6 {
-            let id = s.pop_due(now, 0).expect("probe");
-            s.failed(id, now, S, MAX);
+            let probe = s.pop_due(now, 0).expect("probe");
+            s.failed(probe, now, RETRY);
             let next = s.next_due(now, 0).unwrap();
             pauses.push((next - now).as_secs());
             now = next;
         }
         assert_eq!(pauses, [1, 2, 4, 8, 8, 8]);
-        let id = s.pop_due(now, 0).unwrap();
-        s.succeeded(&id);
-        s.add("B".into());
+        let probe = s.pop_due(now, 0).unwrap();
+        s.succeeded(probe);
+        s.add(id("B"));
         let b = s.pop_due(now, 0).unwrap();
-        s.failed(b, now, S, MAX);
+        s.failed(b, now, RETRY);
         assert_eq!(s.next_due(now, 0), Some(now + S));
     }
 
@@ -201,46 +211,46 @@ mod tests {
         let mut s = schedule(&["A", "B", "C"]);
         // A fails every time, the others succeed.
         let a = s.pop_due(t, 0).unwrap();
-        s.failed(a, t, S, MAX);
-        assert_eq!(s.pop_due(t + S, 0).as_deref(), Some("B"));
-        s.succeeded("B");
+        s.failed(a, t, RETRY);
+        assert_eq!(s.pop_due(t + S, 0), Some(id("B")));
+        s.succeeded(id("B"));
         // A's own backoff has passed: it goes first again, and fails again.
-        assert_eq!(s.pop_due(t + S, 0).as_deref(), Some("A"));
-        s.failed("A".into(), t + S, S, MAX);
+        assert_eq!(s.pop_due(t + S, 0), Some(id("A")));
+        s.failed(id("A"), t + S, RETRY);
         // Its own wait doubles; C flows after one pause.
-        assert_eq!(s.pop_due(t + 2 * S, 0).as_deref(), Some("C"));
-        s.succeeded("C");
+        assert_eq!(s.pop_due(t + 2 * S, 0), Some(id("C")));
+        s.succeeded(id("C"));
         assert_eq!(
             s.pop_due(t + 2 * S, 0),
             None,
             "A waits 2 s from its last try"
         );
         assert_eq!(s.next_due(t + 2 * S, 0), Some(t + 3 * S));
-        assert_eq!(s.pop_due(t + 3 * S, 0).as_deref(), Some("A"));
+        assert_eq!(s.pop_due(t + 3 * S, 0), Some(id("A")));
         assert_eq!(s.len(), 0);
     }
 
     #[test]
     fn after_an_outage_the_spool_drains_in_order() {
         let t = Instant::now();
-        let ids: Vec<String> = (0..100).map(|n| format!("{n:03}")).collect();
+        let ids: Vec<Id> = (0..100).map(|n| id(&format!("{n:03}"))).collect();
         let mut s = Schedule::default();
         let mut now = t;
         // postoffice is down while the messages arrive: a few probes fail.
         for id in &ids {
-            s.add(id.clone());
+            s.add(*id);
             if let Some(probe) = s.pop_due(now, 0) {
-                s.failed(probe, now, S, MAX);
+                s.failed(probe, now, RETRY);
             }
             now += Duration::from_millis(100);
         }
         // Back up: the first probe succeeds, then all go oldest first.
         now += MAX;
         let probe = s.pop_due(now, 0).unwrap();
-        s.succeeded(&probe);
+        s.succeeded(probe);
         let mut order = vec![probe];
         while let Some(id) = s.pop_due(now, 0) {
-            s.succeeded(&id);
+            s.succeeded(id);
             order.push(id);
         }
         assert_eq!(order.len(), 100);

@@ -9,6 +9,7 @@ use async_net::{TcpListener, TcpStream};
 use futures_lite::{AsyncWriteExt, FutureExt};
 use hedwig::smtp::reply::{replies, Reply};
 use hedwig::smtp::session::allowed;
+use hedwig::timeout::timeout;
 use smol::Timer;
 
 use crate::connection::{self, Shared};
@@ -123,12 +124,9 @@ async fn accept_loop(
 
 /// Says why and closes, bounded so a client that does not read cannot hold us.
 async fn refuse(mut stream: TcpStream, reply: Reply) {
-    let _ = async { stream.write_all(reply.to_string().as_bytes()).await }
-        .or(async {
-            Timer::after(Duration::from_secs(10)).await;
-            Ok(())
-        })
-        .await;
+    let bytes = reply.to_string();
+    let write = stream.write_all(bytes.as_bytes());
+    let _ = timeout(Duration::from_secs(10), "the refused client", write).await;
 }
 
 /// The address of a listener, for logs.

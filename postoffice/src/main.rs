@@ -63,7 +63,10 @@ fn main() -> ExitCode {
         return command::main(args.skip(1).collect());
     }
     match hedwig::cli::start("postoffice", version, ABOUT, section, |c| c.log_level) {
-        Ok(config) => hedwig::cli::exit("postoffice", start(config)),
+        Ok(config) => {
+            hedwig::cli::limit_blocking_threads(config.blocking_threads);
+            hedwig::cli::exit("postoffice", start(config))
+        }
         Err(code) => code,
     }
 }
@@ -84,15 +87,20 @@ fn start(config: Postoffice) -> Result<(), String> {
     let account = config.user.as_ref().map(|u| u.account()).transpose()?;
     let tokens = config.read_tokens().map_err(|e| format!("tokens: {e}"))?;
     let d = &config.delivery;
-    let policy = queue::record::Policy {
-        first: d.retry.first,
-        max: d.retry.max,
-        give_up: d.retry.give_up,
+    let settings = queue::Settings {
+        policy: queue::record::Policy {
+            backoff: d.retry.backoff(),
+            give_up: d.retry.give_up,
+        },
+        keep_status: d.keep_status.as_millis() as u64,
+        remember_keys: config.remember_keys,
+        max_message_size: config.max_message_size,
     };
     let in_queue = |e: std::io::Error| format!("queue {}: {e}", config.queue.display());
     let store = queue::store::Store::open(&config.queue).map_err(in_queue)?;
     if let Some(account) = account.as_ref().filter(|_| hedwig::privilege::is_root()) {
-        let dirs = ["", "tmp", "queue", "failed", "state"].map(|d| config.queue.join(d));
+        let dirs =
+            ["", "tmp", "queue", "failed", "state", "done", "free"].map(|d| config.queue.join(d));
         let dirs: Vec<&std::path::Path> = dirs
             .iter()
             .filter(|d| d.exists())
@@ -100,8 +108,9 @@ fn start(config: Postoffice) -> Result<(), String> {
             .collect();
         hedwig::privilege::hand_over(&dirs, account).map_err(in_queue)?;
     }
-    let keep = d.keep_status.as_millis() as u64;
-    let (queue, woken) = queue::Queue::load(store, policy, keep, now_ms()).map_err(in_queue)?;
+    // Nothing is read yet: the scan starts with run(), after the switch to
+    // `user` (it needs threads) and while the API already serves.
+    let (queue, woken) = queue::Queue::new(store, settings);
     let tls = match &config.tls {
         Some(t) => Some(hedwig::http::tls::Acceptor::new(&t.cert, &t.key)?),
         None => None,
@@ -173,6 +182,12 @@ async fn run(config: Postoffice, opened: Opened) -> Result<(), String> {
         config.max_connections,
         stopped,
     ));
+    // Read what is queued in the background: the API serves meanwhile.
+    let scan = {
+        let queue = opened.queue.clone();
+        smol::spawn(async move { queue.scan(now_ms()).await })
+    };
+    let clock = Arc::new(delivery::clock::SystemClock);
     let deliverer = delivery::Deliverer::new(
         opened.queue,
         resolver,
@@ -180,6 +195,7 @@ async fn run(config: Postoffice, opened: Opened) -> Result<(), String> {
         hostname,
         metrics,
         Arc::new(opened.signer),
+        clock,
     );
     let delivery = smol::spawn(deliverer.run(opened.woken, stop_rx));
     if let Some(Ok(signal)) = signals.next().await {
@@ -188,6 +204,7 @@ async fn run(config: Postoffice, opened: Opened) -> Result<(), String> {
     stop_tx.close();
     api.await;
     delivery.await;
+    drop(scan);
     log::info!("stopped");
     Ok(())
 }

@@ -25,9 +25,42 @@ pub struct Metrics {
     buckets: [AtomicU64; BUCKETS.len() + 1],
     latency_sum_ms: AtomicU64,
     activity: Activity,
+    /// Messages read for delivery and not yet let go, and the most at once.
+    held: AtomicU64,
+    held_max: AtomicU64,
+}
+
+/// A message's bytes read for delivery, counted while held.
+#[derive(Debug)]
+pub struct Held {
+    bytes: Vec<u8>,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl Held {
+    /// The message.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.metrics.held.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Metrics {
+    /// Counts `bytes` as a message in memory for as long as it is held.
+    pub fn hold(self: &std::sync::Arc<Self>, bytes: Vec<u8>) -> Held {
+        let now = self.held.fetch_add(1, Relaxed) + 1;
+        self.held_max.fetch_max(now, Relaxed);
+        Held {
+            bytes,
+            metrics: self.clone(),
+        }
+    }
+
     /// A message with `recipients` recipients was queued.
     pub fn accepted(&self, _recipients: usize) {
         self.accepted.fetch_add(1, Relaxed);
@@ -66,8 +99,8 @@ impl Metrics {
         let text = r.history.last().map_or("", |a| a.text.as_str());
         let failure = Failure {
             at: now,
-            id: record.id.clone(),
-            recipient: r.address.clone(),
+            id: record.id.to_string(),
+            recipient: r.address.to_string(),
             kind,
             text: text.to_string(),
         };
@@ -119,6 +152,25 @@ impl Metrics {
                 counts.by_state.get(&s).copied().unwrap_or(0)
             );
         }
+        let gauge = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}\n",
+                v.load(Relaxed)
+            );
+        };
+        gauge(
+            &mut out,
+            "hedwig_delivery_messages_held",
+            "Messages read into memory for delivery now.",
+            &self.held,
+        );
+        gauge(
+            &mut out,
+            "hedwig_delivery_messages_held_max",
+            "The most messages in memory for delivery at once since start.",
+            &self.held_max,
+        );
         let name = "hedwig_delivery_latency_seconds";
         let _ = write!(
             out,
@@ -151,10 +203,19 @@ mod tests {
         m.accepted(2);
         m.delivered(30);
         m.delivered(2000);
-        let mut r = Record::new("ID".into(), "".into(), &["a@b.test".into()], 1, None, 0);
+        let mut r = Record::new(
+            "0000000000001AAAAA".parse().unwrap(),
+            None,
+            &[hedwig::smtp::address::Address::parse("a@b.test").unwrap()],
+            1,
+            None,
+            0,
+        );
         let policy = crate::queue::record::Policy {
-            first: std::time::Duration::from_secs(1),
-            max: std::time::Duration::from_secs(1),
+            backoff: hedwig::retry::Backoff {
+                first: std::time::Duration::from_secs(1),
+                max: std::time::Duration::from_secs(1),
+            },
             give_up: std::time::Duration::from_secs(1),
         };
         let bounce = crate::queue::record::Outcome::Bounced {

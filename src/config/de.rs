@@ -144,6 +144,12 @@ pub(crate) fn opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf
 }
 
 /// The log level when the file names none.
+/// Threads of the blocking pool (file work): enough to keep a disk busy,
+/// few enough that the process stays well under 64 threads in all.
+pub(crate) fn default_blocking_threads() -> usize {
+    32
+}
+
 pub(crate) fn default_log_level() -> LevelFilter {
     LevelFilter::Info
 }

@@ -144,6 +144,16 @@ struct RawDeliveryRetry {
     give_up: Duration,
 }
 
+impl DeliveryRetry {
+    /// The doubling between attempts.
+    pub fn backoff(&self) -> crate::retry::Backoff {
+        crate::retry::Backoff {
+            first: self.first,
+            max: self.max,
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for DeliveryRetry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let RawDeliveryRetry {

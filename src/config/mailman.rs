@@ -75,6 +75,12 @@ pub struct Mailman {
     /// Rewrites a container's sender (`root@3f2a9c1b7e4d`) to `local@domain`.
     #[serde(default)]
     pub masquerade: Option<Masquerade>,
+    /// Most threads doing file work (the spool) at once.
+    #[serde(
+        default = "de::default_blocking_threads",
+        deserialize_with = "de::count"
+    )]
+    pub blocking_threads: usize,
     /// Log level; RUST_LOG, when set, overrides it.
     #[serde(default = "de::default_log_level", deserialize_with = "de::log_level")]
     pub log_level: LevelFilter,
@@ -207,6 +213,7 @@ mod tests {
         assert_eq!(m.timeout, Duration::from_secs(300));
         assert_eq!(m.data_timeout, Duration::from_secs(600));
         assert_eq!(m.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(m.blocking_threads, 32);
         assert_eq!(m.log_level, LevelFilter::Info);
         assert_eq!(m.masquerade, None);
         assert_eq!(m.user, None);

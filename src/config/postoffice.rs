@@ -48,6 +48,11 @@ pub struct Postoffice {
     pub delivery: Delivery,
     /// DKIM signing keys; mail whose From: domain none covers goes unsigned.
     pub dkim: Vec<DkimKey>,
+    /// Most threads doing file work (the queue) at once.
+    pub blocking_threads: usize,
+    /// Finished messages whose Idempotency-Keys are remembered (besides
+    /// every queued message's), so a repeated hand-off is not queued twice.
+    pub remember_keys: usize,
     /// Log level; RUST_LOG, when set, overrides it.
     pub log_level: LevelFilter,
     /// Account to become once the listener, queue and TLS key are open.
@@ -109,6 +114,13 @@ struct RawPostoffice {
     delivery: Delivery,
     #[serde(default, deserialize_with = "dkim::keys")]
     dkim: Vec<DkimKey>,
+    #[serde(
+        default = "de::default_blocking_threads",
+        deserialize_with = "de::count"
+    )]
+    blocking_threads: usize,
+    #[serde(default = "default_remember_keys", deserialize_with = "de::count")]
+    remember_keys: usize,
     #[serde(default = "de::default_log_level", deserialize_with = "de::log_level")]
     log_level: LevelFilter,
     #[serde(default, deserialize_with = "de::opt_user")]
@@ -141,6 +153,8 @@ impl<'de> Deserialize<'de> for Postoffice {
             dns: raw.dns,
             delivery: raw.delivery,
             dkim: raw.dkim,
+            blocking_threads: raw.blocking_threads,
+            remember_keys: raw.remember_keys,
             log_level: raw.log_level,
             user: raw.user,
         })
@@ -171,6 +185,10 @@ pub enum Dns {
 
 fn default_listen() -> SocketAddr {
     ([0, 0, 0, 0], 8025).into()
+}
+
+fn default_remember_keys() -> usize {
+    100_000
 }
 
 fn default_queue() -> PathBuf {
@@ -247,6 +265,7 @@ mod tests {
         assert_eq!(p.log_level, LevelFilter::Info);
         assert!(p.dkim.is_empty());
         assert_eq!(p.user, None);
+        assert_eq!((p.blocking_threads, p.remember_keys), (32, 100_000));
         // The delivery sub-section's defaults are tested in delivery.rs.
     }
 

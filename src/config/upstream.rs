@@ -82,13 +82,7 @@ impl<'de> Deserialize<'de> for Upstream {
 }
 
 /// Hand-off retry delays: doubling from `first`, never more than `max`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Retry {
-    /// Delay after the first failure.
-    pub first: Duration,
-    /// Longest delay.
-    pub max: Duration,
-}
+pub type Retry = crate::retry::Backoff;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields, rename = "Retry")]
@@ -176,8 +170,11 @@ fn default_retry_max() -> Duration {
     Duration::from_secs(60)
 }
 
+// postoffice answers each hand-off after a group commit, so what bounds a
+// drain is how many wait for one: 8 drained a 20,000-message spool at 855
+// msg/s here, 32 at 1,702 (hand-offs without keep-alive then).
 fn default_concurrency() -> usize {
-    8
+    32
 }
 
 fn default_upstream_timeout() -> Duration {
@@ -213,7 +210,7 @@ mod tests {
             max: Duration::from_secs(60),
         };
         assert_eq!(up.retry, retry);
-        assert_eq!(up.concurrency, 8);
+        assert_eq!(up.concurrency, 32);
         assert_eq!(up.timeout, Duration::from_secs(60));
         assert_eq!(up.ca_file, None);
         // A partial retry keeps the other default.

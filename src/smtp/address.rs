@@ -86,6 +86,28 @@ impl fmt::Display for Address {
     }
 }
 
+impl std::str::FromStr for Address {
+    type Err = AddressError;
+
+    fn from_str(s: &str) -> Result<Address, AddressError> {
+        Address::parse(s)
+    }
+}
+
+// Stored as its text, checked again when read back.
+impl serde::Serialize for Address {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Address {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Address::parse(&s).map_err(|e| serde::de::Error::custom(format!("{e}: {s:?}")))
+    }
+}
+
 /// Splits at the `@` that ends the local part, honouring a quoted local part.
 fn split_local(s: &str) -> Option<(&str, &str)> {
     if s.starts_with('"') {

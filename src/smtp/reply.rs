@@ -135,6 +135,47 @@ impl fmt::Display for Reply {
     }
 }
 
+impl Reply {
+    /// The reply as one line per wire line, without CRs: `250 2.0.0 Ok`, or
+    /// `250-first\n250 last`. What a delivery record stores and shows.
+    pub fn to_lines(&self) -> String {
+        let wire = self.to_string();
+        wire.trim_end().replace("\r\n", "\n")
+    }
+
+    /// Reads [`Reply::to_lines`] (or the wire form) back with the same
+    /// parser the SMTP client uses; `None` when it is not a reply.
+    pub fn from_text(text: &str) -> Option<Reply> {
+        let mut code = None;
+        let mut texts = Vec::new();
+        let mut lines = text.lines().peekable();
+        while let Some(line) = lines.next() {
+            let (c, last, t) = Reply::parse_line(line.as_bytes())?;
+            if code.is_some_and(|first| first != c) || last != lines.peek().is_none() {
+                return None;
+            }
+            code = Some(c);
+            texts.push(t);
+        }
+        Some(Reply::from_lines(code?, &texts))
+    }
+}
+
+// Stored as its readable lines, parsed back by the wire parser.
+impl serde::Serialize for Reply {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_lines())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Reply {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Reply, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Reply::from_text(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an SMTP reply: {s:?}")))
+    }
+}
+
 /// The replies mailman sends, named so the session reads like the RFC.
 pub mod replies {
     use super::{Reply, Status};
@@ -285,6 +326,28 @@ pub mod replies {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_round_trip_through_their_lines() {
+        for r in [
+            Reply::new(250, Status(2, 0, 0), "Ok: queued as X"),
+            Reply::plain(250, vec!["mx hello".into(), "PIPELINING".into()]),
+            Reply::plain(421, vec!["".into()]),
+        ] {
+            let text = r.to_lines();
+            assert_eq!(Reply::from_text(&text), Some(r.clone()), "{text:?}");
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<Reply>(&json).unwrap(), r);
+        }
+        assert_eq!(
+            Reply::new(550, Status(5, 1, 1), "no").to_lines(),
+            "550 5.1.1 no"
+        );
+        for bad in ["", "hello", "250-a", "250-a\n251 b", "250 a\n250 b"] {
+            assert_eq!(Reply::from_text(bad), None, "{bad:?}");
+        }
+        assert!(serde_json::from_str::<Reply>("\"nope\"").is_err());
+    }
 
     #[test]
     fn prints_multiline_with_status_on_every_line() {

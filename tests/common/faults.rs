@@ -17,6 +17,12 @@ use super::{wait_until, TestDir};
 
 /// Domains the messages go to: d0.test .. d9.test.
 pub const DOMAINS: usize = 10;
+/// postoffice's delivery concurrency in the fault suite: with the sender's
+/// sessions, the bound on duplicates one kill may cause.
+pub const DELIVERY_CONCURRENCY: usize = 20;
+/// After the last message arrives, how long no further arrival must come
+/// before duplicates are counted.
+pub const QUIET: Duration = Duration::from_secs(3);
 
 /// The DNS server's records: every dN.test has its MX at `mx`.
 pub fn records(mx: Ipv4Addr) -> Vec<String> {
@@ -43,6 +49,7 @@ pub struct Path4 {
 pub fn postoffice_body(dns: SocketAddr, port: u16, extra: &str) -> String {
     format!(
         "dns: Nameservers([\"{dns}\"]), delivery: (port: {port}, starttls: Never, \
+         concurrency: {DELIVERY_CONCURRENCY}, \
          connect_timeout: \"2s\", command_timeout: \"3s\", \
          retry: (first: \"200ms\", max: \"1s\", give_up: \"10m\"){extra})"
     )
@@ -127,7 +134,12 @@ impl Sender {
     }
 
     /// Waits for the end (at most `limit`); every message's last reply code.
-    pub fn finish(mut self, limit: Duration) -> BTreeMap<u64, u16> {
+    pub fn finish(self, limit: Duration) -> BTreeMap<u64, u16> {
+        self.finish_counted(limit).0
+    }
+
+    /// [`Sender::finish`], with how many attempts each message took.
+    pub fn finish_counted(mut self, limit: Duration) -> (BTreeMap<u64, u16>, BTreeMap<u64, u32>) {
         let ended = wait_until(limit, || !self.proc.alive());
         assert!(
             ended,
@@ -136,14 +148,18 @@ impl Sender {
         );
         let text = std::fs::read_to_string(&self.out)
             .unwrap_or_else(|e| panic!("send.py wrote no results ({e}):\n{}", self.proc.log()));
-        text.lines()
-            .map(|line| {
-                let mut f = line.split(' ');
-                let seq = f.next().and_then(|s| s.parse().ok()).expect("seq");
-                let code = f.next().and_then(|s| s.parse().ok()).expect("code");
-                (seq, code)
-            })
-            .collect()
+        let mut codes = BTreeMap::new();
+        let mut attempts = BTreeMap::new();
+        for line in text.lines() {
+            let mut f = line.split(' ');
+            let seq = f.next().and_then(|s| s.parse().ok()).expect("seq");
+            codes.insert(seq, f.next().and_then(|s| s.parse().ok()).expect("code"));
+            attempts.insert(
+                seq,
+                f.next().and_then(|s| s.parse().ok()).expect("attempts"),
+            );
+        }
+        (codes, attempts)
     }
 }
 
@@ -235,8 +251,30 @@ impl fmt::Display for Tally {
     }
 }
 
-/// Waits until everything answered 250 has arrived at `sink` (or `limit`).
+/// Waits until everything answered 250 has arrived at `sink` (or `limit`),
+/// then until nothing more arrives for [`QUIET`], so a late duplicate is
+/// counted too.
 pub fn wait_delivered(sink: &Sink, sent: &BTreeMap<u64, u16>, limit: Duration) -> Vec<Received> {
     wait_until(limit, || Tally::complete(sent, &sink.received()));
-    sink.received()
+    let mut seen = sink.received().len();
+    loop {
+        std::thread::sleep(QUIET);
+        let now = sink.received().len();
+        if now == seen {
+            return sink.received();
+        }
+        seen = now;
+    }
+}
+
+/// Asserts that mailman answered every message at the sender's first
+/// attempt (where mailman is healthy, nothing needs a retry).
+pub fn assert_one_attempt_each(attempts: &BTreeMap<u64, u32>) {
+    let retried: Vec<(&u64, &u32)> = attempts.iter().filter(|(_, &n)| n != 1).collect();
+    assert!(
+        retried.is_empty(),
+        "{} messages needed more than one attempt: {:?}",
+        retried.len(),
+        &retried[..retried.len().min(20)]
+    );
 }

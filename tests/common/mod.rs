@@ -16,6 +16,7 @@
 //! - `raw.rs`: HTTP over a raw socket, answers parsed.
 //! - `docker.rs`: a docker engine of the test's own in a network namespace.
 //! - `host.rs`: commands run as cron runs them, other users, /proc, Python's email parser.
+//! - `strace.rs`: the order of system calls, for what kill -9 cannot show.
 //!
 //! Nothing here is allowed to hang: every socket has a timeout and every wait a bound.
 //! When a test panics, the mailman stderr log and the endpoint's record are printed
@@ -34,6 +35,7 @@ pub mod postoffice;
 pub mod raw;
 pub mod smtp;
 pub mod stack;
+pub mod strace;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -126,10 +128,13 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Every regular file under `spool`, except under `spool/failed/`.
+/// Every message file in `spool`: under `queue/` and `tmp/` (not
+/// `failed/`, nor `free/`, where removed files wait to be written over).
 pub fn spool_files(spool: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    walk(spool, &spool.join("failed"), &mut out);
+    for dir in ["queue", "tmp"] {
+        walk(&spool.join(dir), Path::new("/nonexistent"), &mut out);
+    }
     out.sort();
     out
 }
@@ -157,6 +162,51 @@ fn walk(dir: &Path, skip: &Path, out: &mut Vec<PathBuf>) {
             _ => {}
         }
     }
+}
+
+/// Every delivery record postoffice has written under its `queue`
+/// directory, as JSON: the saved records of queued messages
+/// (`state/ID.json`) and the finished ones (`done/DAY/HHMM.jsonl`, the last
+/// line of each id, tombstones applied). A torn last line is skipped.
+pub fn queue_records(queue: &Path) -> Vec<serde_json::Value> {
+    let mut by_id: std::collections::BTreeMap<String, Option<serde_json::Value>> =
+        Default::default();
+    let mut files = Vec::new();
+    walk(&queue.join("done"), Path::new("/nonexistent"), &mut files);
+    files.sort();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let Some(id) = v["deleted"].as_str() {
+                by_id.insert(id.to_string(), None);
+            } else if let Some(id) = v["id"].as_str() {
+                by_id.insert(id.to_string(), Some(v.clone()));
+            }
+        }
+    }
+    for entry in std::fs::read_dir(queue.join("state"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        // A .json.tmp not yet renamed is not recorded: a restart discards it.
+        if entry.path().extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            let id = v["id"].as_str().unwrap_or_default().to_string();
+            by_id.entry(id).or_insert(Some(v));
+        }
+    }
+    by_id.into_values().flatten().collect()
 }
 
 /// Whether any file in `files` contains `needle`.

@@ -3,9 +3,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_lite::{AsyncReadExt, FutureExt};
+use futures_lite::{AsyncRead, AsyncReadExt, FutureExt};
 use hedwig::envelope::Envelope;
 use hedwig::handoff;
+use hedwig::id::Id;
 use serde_json::{json, Value};
 use tide::{Request, Response, StatusCode};
 
@@ -164,7 +165,22 @@ async fn post_message(mut req: Request<State>) -> tide::Result {
                 Ok(e) => e,
                 Err(e) => return Ok(error(StatusCode::BadRequest, format!("envelope: {e}"))),
             };
-            return queue_raw(&mut req, envelope, key).await;
+            if req
+                .len()
+                .is_some_and(|n| !handoff::fits(n as u64, req.state().max_message_size))
+            {
+                let max = req.state().max_message_size;
+                return Ok(error(
+                    StatusCode::PayloadTooLarge,
+                    format!("message larger than {max} bytes"),
+                ));
+            }
+            // Streamed to the queue's file as it arrives, never held whole;
+            // bare CR or LF are repaired on the way.
+            let deadline = std::time::Instant::now() + req.state().body_timeout;
+            let mut body = hedwig::timeout::Deadline::new(req.take_body().into_reader(), deadline);
+            let client = client_ip(&req);
+            return accept(req.state(), envelope, key, &mut body, client).await;
         }
         "application/json" => {
             let body = match read_body(&mut req).await {
@@ -201,7 +217,14 @@ async fn post_message(mut req: Request<State>) -> tide::Result {
     if message.len() as u64 > req.state().max_message_size {
         return Ok(error(StatusCode::PayloadTooLarge, "message too large"));
     }
-    accept(req.state(), envelope, key, message, client_ip(&req)).await
+    accept(
+        req.state(),
+        envelope,
+        key,
+        &mut message.as_slice(),
+        client_ip(&req),
+    )
+    .await
 }
 
 fn client_ip(req: &Request<State>) -> Option<std::net::IpAddr> {
@@ -210,67 +233,41 @@ fn client_ip(req: &Request<State>) -> Option<std::net::IpAddr> {
         .map(|a| a.ip())
 }
 
-/// Queues a raw message from the request body: the one place that reads
-/// it. (Read whole here, bounded; once the queue takes a stream, the body
-/// goes straight to the spool file.) Bare CR or LF are repaired, which
-/// copies the message; mailman's are CRLF already and are not copied.
-async fn queue_raw(
-    req: &mut Request<State>,
-    envelope: Envelope,
-    key: Option<String>,
-) -> tide::Result {
-    let body = match read_body(req).await {
-        Ok(b) => b,
-        Err(r) => return Ok(r),
-    };
-    if body.is_empty() {
-        return Ok(error(StatusCode::BadRequest, "empty message"));
-    }
-    let message = match hedwig::message::has_bare_newline(&body) {
-        true => hedwig::message::normalize_newlines(&body),
-        false => body,
-    };
-    accept(req.state(), envelope, key, message, client_ip(req)).await
-}
-
-/// Queues durably, then answers 202; a repeated key answers the first id.
+/// Queues durably (streaming `body`), then answers 202; a repeated key
+/// answers the first id.
 async fn accept(
     state: &State,
     envelope: Envelope,
     key: Option<String>,
-    message: Vec<u8>,
+    body: &mut (dyn AsyncRead + Unpin + Send),
     client: Option<std::net::IpAddr>,
 ) -> tide::Result {
-    let queue = state.queue.clone();
-    let size = message.len();
-    let env = envelope.clone();
-    let (hostname, https) = (state.hostname.clone(), state.https);
-    let result = smol::unblock(move || {
-        // RFC 5321 section 4.4's trace, as every MTA hop adds one: who posted
-        // it, over what, and the id to grep postoffice's log for.
-        let received = |id: &str| {
-            let ip = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-            hedwig::message::Trace {
-                helo: &ip.to_string(),
-                client_ip: ip,
-                by: &hostname,
-                software: "hedwig postoffice",
-                protocol: if https { "HTTPS" } else { "HTTP" },
-                id,
-                for_rcpt: env.sole_recipient(),
-                time: SystemTime::now(),
-            }
-            .received()
-        };
-        queue.add_traced(&env, key.as_deref(), &message, now_ms(), received)
-    })
-    .await;
+    // RFC 5321 section 4.4's trace, as every MTA hop adds one: who posted
+    // it, over what, and the id to grep postoffice's log for.
+    let received = |id: Id| {
+        let ip = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        hedwig::message::Trace {
+            helo: &ip.to_string(),
+            client_ip: ip,
+            by: &state.hostname,
+            software: "hedwig postoffice",
+            protocol: if state.https { "HTTPS" } else { "HTTP" },
+            id: &id.to_string(),
+            for_rcpt: envelope.sole_recipient(),
+            time: SystemTime::now(),
+        }
+        .received()
+    };
+    let result = state
+        .queue
+        .add(&envelope, key.as_deref(), received, body, now_ms())
+        .await;
     match result {
         Ok((id, true)) => {
             state.metrics.accepted(envelope.to.len());
             let to: Vec<&str> = envelope.to.iter().map(|a| a.as_str()).collect();
             log::info!(
-                "{id}: queued from=<{}> to=<{}> size={size}",
+                "{id}: queued from=<{}> to=<{}>",
                 envelope.sender(),
                 to.join(">,<")
             );
@@ -280,16 +277,14 @@ async fn accept(
             log::info!("{id}: repeated Idempotency-Key, not queued again");
             Ok(json_response(StatusCode::Accepted, json!({ "id": id })))
         }
-        Err(AddError::KeyBusy) => Ok(error(
-            StatusCode::ServiceUnavailable,
-            "a message with this Idempotency-Key is being queued; retry",
-        )),
-        Err(AddError::Io(e)) => {
-            log::error!("cannot queue message: {e}");
-            Ok(error(
-                StatusCode::ServiceUnavailable,
-                format!("cannot queue message: {e}"),
-            ))
+        Err(e @ AddError::KeyBusy) => {
+            Ok(error(StatusCode::ServiceUnavailable, format!("{e}; retry")))
+        }
+        Err(e @ AddError::TooLarge { .. }) => Ok(error(StatusCode::PayloadTooLarge, e)),
+        Err(e @ (AddError::Empty | AddError::Body(_))) => Ok(error(StatusCode::BadRequest, e)),
+        Err(e @ AddError::Io(_)) => {
+            log::error!("{e}");
+            Ok(error(StatusCode::ServiceUnavailable, e))
         }
     }
 }
@@ -311,12 +306,12 @@ pub fn view(r: &Record) -> Value {
                 "attempts": x.attempts,
                 "last_error": x.last_error,
                 "next_attempt": x.next_attempt.map(rfc3339),
-                "relay": x.relay,
-                "reply": x.reply,
+                "relay": x.relay.as_ref().map(|r| r.to_string()),
+                "reply": x.reply.as_ref().map(|r| r.to_lines().replace('\n', " ")),
                 "history": x.history.iter().map(|a| json!({
                     "at": rfc3339(a.at),
                     "state": a.state.name(),
-                    "relay": a.relay,
+                    "relay": a.relay.as_ref().map(|r| r.to_string()),
                     "text": a.text,
                 })).collect::<Vec<_>>(),
             })
@@ -324,7 +319,7 @@ pub fn view(r: &Record) -> Value {
         .collect();
     json!({
         "id": r.id,
-        "from": r.from,
+        "from": r.sender(),
         "size": r.size,
         "received_at": rfc3339(r.received_at),
         "recipients": recipients,
@@ -333,19 +328,27 @@ pub fn view(r: &Record) -> Value {
 
 async fn get_message(req: Request<State>) -> tide::Result {
     authorized!(req);
-    let id = req.param("id").unwrap_or_default();
-    Ok(match req.state().queue.get(id) {
-        Some(r) => json_response(StatusCode::Ok, view(&r)),
-        None => error(StatusCode::NotFound, format!("no message {id}")),
+    let text = req.param("id").unwrap_or_default();
+    let Ok(id) = text.parse::<Id>() else {
+        return Ok(error(StatusCode::NotFound, format!("no message {text}")));
+    };
+    Ok(match req.state().queue.get(id).await {
+        Ok(Some(r)) => json_response(StatusCode::Ok, view(&r)),
+        Ok(None) => error(StatusCode::NotFound, format!("no message {id}")),
+        Err(e) => error(
+            StatusCode::ServiceUnavailable,
+            format!("cannot read {id}: {e}"),
+        ),
     })
 }
 
 async fn delete_message(req: Request<State>) -> tide::Result {
     authorized!(req);
-    let id = req.param("id").unwrap_or_default().to_string();
-    let queue = req.state().queue.clone();
-    let owned = id.clone();
-    Ok(match smol::unblock(move || queue.delete(&owned)).await {
+    let text = req.param("id").unwrap_or_default();
+    let Ok(id) = text.parse::<Id>() else {
+        return Ok(error(StatusCode::NotFound, format!("no message {text}")));
+    };
+    Ok(match req.state().queue.delete(id).await {
         Ok(true) => {
             log::info!("{id}: deleted through the API");
             json_response(StatusCode::Ok, json!({ "id": id, "deleted": true }))
@@ -386,7 +389,15 @@ async fn get_queue(req: Request<State>) -> tide::Result {
             )
         })
         .collect();
-    let (total, page) = queue.page(offset, limit);
+    let (total, page) = match queue.page(offset, limit).await {
+        Ok(p) => p,
+        Err(e) => {
+            return Ok(error(
+                StatusCode::ServiceUnavailable,
+                format!("cannot read the queue: {e}"),
+            ))
+        }
+    };
     Ok(json_response(
         StatusCode::Ok,
         json!({
@@ -410,16 +421,23 @@ async fn flush(req: Request<State>) -> tide::Result {
 
 async fn flush_message(req: Request<State>) -> tide::Result {
     authorized!(req);
-    let id = req.param("id").unwrap_or_default();
-    Ok(match req.state().queue.flush_one(id, now_ms()) {
-        Some(deferred) => {
+    let text = req.param("id").unwrap_or_default();
+    let Ok(id) = text.parse::<Id>() else {
+        return Ok(error(StatusCode::NotFound, format!("no message {text}")));
+    };
+    Ok(match req.state().queue.flush_one(id, now_ms()).await {
+        Ok(Some(deferred)) => {
             log::info!("{id}: flushed through the API");
             json_response(
                 StatusCode::Accepted,
                 json!({ "id": id, "flushed": deferred }),
             )
         }
-        None => error(StatusCode::NotFound, format!("no message {id}")),
+        Ok(None) => error(StatusCode::NotFound, format!("no message {id}")),
+        Err(e) => error(
+            StatusCode::ServiceUnavailable,
+            format!("cannot read {id}: {e}"),
+        ),
     })
 }
 

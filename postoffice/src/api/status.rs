@@ -1,9 +1,11 @@
 //! The status page's routes, `GET /` and `GET /messages/:id`, for a browser:
 //! HTTP Basic authentication (any user name, a token as the password), so
 //! an operator can open it without a tool that sets headers. The data is
-//! gathered in a blocking thread and the page rendered by [`crate::status`].
+//! read from the queue (a record from disk, off the executor) and the page
+//! rendered by [`crate::status`].
 
 use base64::Engine;
+use hedwig::id::Id;
 use tide::{Request, Response, StatusCode};
 
 use super::routes::constant_time_eq;
@@ -67,13 +69,18 @@ async fn page(req: Request<State>) -> tide::Result {
     if let Some(r) = refuse(&req) {
         return Ok(r);
     }
-    let state = req.state().clone();
-    let id = req.param("id").ok().map(str::to_string);
-    let (status, body) = smol::unblock(move || match id {
-        Some(id) => match state.queue.get(&id) {
-            Some(record) => (StatusCode::Ok, page::message(&state.hostname, &record)),
-            None => (StatusCode::NotFound, page::not_found(&id)),
-        },
+    let state = req.state();
+    let (status, body) = match req.param("id").ok() {
+        Some(text) => {
+            let record = match text.parse::<Id>() {
+                Ok(id) => state.queue.get(id).await.ok().flatten(),
+                Err(_) => None,
+            };
+            match record {
+                Some(record) => (StatusCode::Ok, page::message(&state.hostname, &record)),
+                None => (StatusCode::NotFound, page::not_found(text)),
+            }
+        }
         None => {
             let now = now_ms();
             let counts = state.queue.counts();
@@ -88,7 +95,6 @@ async fn page(req: Request<State>) -> tide::Result {
             });
             (StatusCode::Ok, body)
         }
-    })
-    .await;
+    };
     Ok(html(status, body))
 }

@@ -7,8 +7,8 @@
 //! never holds the others' connections.
 //!
 //! A pure state machine: time is a parameter, nothing here sleeps. The
-//! delivery loop asks [`Windows::try_open`] before connecting and reports
-//! each session's outcome with [`Windows::close`].
+//! delivery loop ([`super::domains`]) asks [`Windows::try_open`] before
+//! connecting and reports each session's outcome with [`Windows::close`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -194,99 +194,6 @@ impl Windows {
     #[cfg(test)]
     fn tracked(&self) -> usize {
         self.domains.len()
-    }
-}
-
-/// The windows shared by every delivery, with the waiting the state machine
-/// leaves out.
-#[derive(Debug)]
-pub struct Throttle {
-    windows: std::sync::Mutex<Windows>,
-    freed: event_listener::Event,
-}
-
-impl Throttle {
-    /// See [`Windows::new`].
-    pub fn new(per_domain: usize, first: Duration, max: Duration) -> Throttle {
-        Throttle {
-            windows: std::sync::Mutex::new(Windows::new(per_domain, first, max)),
-            freed: event_listener::Event::new(),
-        }
-    }
-
-    /// Waits until `domain`'s window and pause allow one more session.
-    pub async fn open(self: &std::sync::Arc<Self>, domain: &str) -> Slot {
-        loop {
-            // Listening before looking, so a close in between is not missed.
-            let freed = self.freed.listen();
-            let tried = self.lock().try_open(domain, Instant::now());
-            match tried {
-                Ok(ticket) => {
-                    return Slot {
-                        throttle: self.clone(),
-                        domain: domain.to_string(),
-                        ticket: Some(ticket),
-                    }
-                }
-                Err(Wait::Slot) => freed.await,
-                Err(Wait::Until(t)) => {
-                    smol::Timer::at(t).await;
-                }
-            }
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Windows> {
-        self.windows.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// One session's place in its domain's window; dropping it without
-/// [`Slot::close`] counts as neutral.
-#[derive(Debug)]
-pub struct Slot {
-    throttle: std::sync::Arc<Throttle>,
-    domain: String,
-    ticket: Option<Ticket>,
-}
-
-impl Slot {
-    /// Gives the place back with what the session learnt; `why` is the
-    /// reply behind it, for the log.
-    pub fn close(mut self, feedback: Feedback, why: &str) {
-        self.give_back(feedback, why);
-    }
-
-    fn give_back(&mut self, feedback: Feedback, why: &str) {
-        let Some(ticket) = self.ticket.take() else {
-            return;
-        };
-        let change = self
-            .throttle
-            .lock()
-            .close(&self.domain, ticket, feedback, Instant::now());
-        match change {
-            Some(Change {
-                from,
-                to,
-                pause: Some(pause),
-            }) => log::warn!(
-                "{}: throttled ({why}): concurrency {from} -> {to}, new connections pause {}s",
-                self.domain,
-                pause.as_secs_f64()
-            ),
-            Some(Change { from, to, .. }) => {
-                log::info!("{}: concurrency {from} -> {to}", self.domain)
-            }
-            None => {}
-        }
-        self.throttle.freed.notify(usize::MAX);
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.give_back(Feedback::Neutral, "");
     }
 }
 

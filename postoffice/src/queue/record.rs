@@ -1,9 +1,20 @@
 //! What postoffice knows of one message: per recipient, where delivery
 //! stands. Pure data and pure transitions; time is a parameter (milliseconds
 //! since 1970), so every rule here is tested without a clock.
+//!
+//! Every field is typed (addresses, replies, the relay), stored as readable
+//! JSON through each type's own printer and parser, and a record that does
+//! not parse back is an error, never a guess.
 
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
+use hedwig::id::Id;
+use hedwig::retry::Backoff;
+use hedwig::smtp::address::Address;
+use hedwig::smtp::reply::Reply;
 use serde::{Deserialize, Serialize};
 
 /// Where one recipient stands.
@@ -45,11 +56,56 @@ impl State {
     }
 }
 
+/// The mail server an attempt went to: `mx.example.org[192.0.2.1]:25`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relay {
+    /// Its name (the MX host or the route's host).
+    pub host: String,
+    /// The address connected to.
+    pub ip: IpAddr,
+    /// The port.
+    pub port: u16,
+}
+
+impl fmt::Display for Relay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]:{}", self.host, self.ip, self.port)
+    }
+}
+
+impl FromStr for Relay {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Relay, String> {
+        let bad = || format!("not a relay (host[ip]:port): {s:?}");
+        let (host, rest) = s.split_once('[').ok_or_else(bad)?;
+        let (ip, port) = rest.rsplit_once("]:").ok_or_else(bad)?;
+        Ok(Relay {
+            host: host.to_string(),
+            ip: ip.parse().map_err(|_| bad())?,
+            port: port.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl Serialize for Relay {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Relay {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Relay, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// One recipient's delivery record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
     /// The envelope address.
-    pub address: String,
+    pub address: Address,
     /// Where it stands.
     pub state: State,
     /// Delivery attempts made.
@@ -58,10 +114,10 @@ pub struct Recipient {
     pub last_error: Option<String>,
     /// When the next attempt is due (ms since 1970); `None` once final.
     pub next_attempt: Option<u64>,
-    /// `host[ip]:port` of the last attempt.
-    pub relay: Option<String>,
+    /// The server of the last attempt.
+    pub relay: Option<Relay>,
     /// The remote's last reply.
-    pub reply: Option<String>,
+    pub reply: Option<Reply>,
     /// When it became final.
     pub ended_at: Option<u64>,
     /// The last [`HISTORY`] attempts, oldest first (`attempts` counts all).
@@ -80,9 +136,9 @@ pub struct Attempt {
     pub at: u64,
     /// What it came to: delivered, deferred or bounced.
     pub state: State,
-    /// `host[ip]:port`, when a server was reached.
-    pub relay: Option<String>,
-    /// The remote's reply, else what went wrong.
+    /// The server, when one was reached.
+    pub relay: Option<Relay>,
+    /// The remote's reply (one line), else what went wrong.
     pub text: String,
 }
 
@@ -90,17 +146,39 @@ pub struct Attempt {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// Queue id.
-    pub id: String,
-    /// Envelope sender; empty for the null sender.
-    pub from: String,
+    pub id: Id,
+    /// Envelope sender; `None` for the null sender (stored as "").
+    #[serde(with = "sender")]
+    pub from: Option<Address>,
     /// Message size in bytes.
     pub size: u64,
     /// When it was accepted (ms since 1970).
     pub received_at: u64,
     /// The Idempotency-Key it came with.
     pub key: Option<String>,
-    /// One entry per envelope recipient.
+    /// One entry per envelope recipient, in envelope order.
     pub recipients: Vec<Recipient>,
+}
+
+/// The envelope sender as the API and the records write it: the null
+/// sender is "".
+mod sender {
+    use hedwig::smtp::address::Address;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(from: &Option<Address>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(from.as_ref().map_or("", Address::as_str))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Address>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        Address::parse(&s)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{e}: {s:?}")))
+    }
 }
 
 /// What an attempt did for one recipient.
@@ -109,27 +187,27 @@ pub enum Outcome {
     /// 2xx.
     Delivered {
         /// Where it went.
-        relay: String,
+        relay: Relay,
         /// The remote's reply.
-        reply: String,
+        reply: Reply,
     },
     /// 4xx, connection trouble, DNS trouble: try again.
     Deferred {
         /// Where it was tried, if anywhere.
-        relay: Option<String>,
+        relay: Option<Relay>,
         /// What went wrong.
         error: String,
         /// The remote's reply, if it said something.
-        reply: Option<String>,
+        reply: Option<Reply>,
     },
     /// 5xx, null MX, NXDOMAIN: give up now.
     Bounced {
         /// Where it was tried, if anywhere.
-        relay: Option<String>,
+        relay: Option<Relay>,
         /// What went wrong.
         error: String,
         /// The remote's reply, if it said something.
-        reply: Option<String>,
+        reply: Option<Reply>,
     },
 }
 
@@ -137,8 +215,9 @@ impl Outcome {
     /// The attempt this outcome records at `now` (its state may still turn
     /// from deferred to bounced: give-up time).
     fn attempt(&self, now: u64) -> Attempt {
+        let line = |r: &Reply| r.to_lines().replace('\n', " ");
         let (state, relay, text) = match self {
-            Outcome::Delivered { relay, reply } => (State::Delivered, Some(relay), reply),
+            Outcome::Delivered { relay, reply } => (State::Delivered, Some(relay), line(reply)),
             Outcome::Deferred {
                 relay,
                 error,
@@ -146,7 +225,7 @@ impl Outcome {
             } => (
                 State::Deferred,
                 relay.as_ref(),
-                reply.as_ref().unwrap_or(error),
+                reply.as_ref().map_or_else(|| error.clone(), line),
             ),
             Outcome::Bounced {
                 relay,
@@ -155,14 +234,14 @@ impl Outcome {
             } => (
                 State::Bounced,
                 relay.as_ref(),
-                reply.as_ref().unwrap_or(error),
+                reply.as_ref().map_or_else(|| error.clone(), line),
             ),
         };
         Attempt {
             at: now,
             state,
             relay: relay.cloned(),
-            text: text.clone(),
+            text,
         }
     }
 }
@@ -170,10 +249,8 @@ impl Outcome {
 /// The delivery policy's timing.
 #[derive(Clone, Copy, Debug)]
 pub struct Policy {
-    /// First retry wait.
-    pub first: Duration,
-    /// Cap of the doubling.
-    pub max: Duration,
+    /// Waits between attempts.
+    pub backoff: Backoff,
     /// Age after which a deferred recipient is bounced.
     pub give_up: Duration,
 }
@@ -185,9 +262,9 @@ fn ms(d: Duration) -> u64 {
 impl Record {
     /// A fresh record: every recipient queued and due at `now`.
     pub fn new(
-        id: String,
-        from: String,
-        to: &[String],
+        id: Id,
+        from: Option<Address>,
+        to: &[Address],
         size: u64,
         key: Option<String>,
         now: u64,
@@ -216,6 +293,11 @@ impl Record {
         }
     }
 
+    /// The sender as text, empty for the null sender.
+    pub fn sender(&self) -> &str {
+        self.from.as_ref().map_or("", Address::as_str)
+    }
+
     /// Applies one attempt's outcome for recipient `i` at `now`. A deferral
     /// past `give_up` (counted from acceptance) becomes a bounce.
     pub fn apply(&mut self, i: usize, outcome: Outcome, now: u64, policy: &Policy) {
@@ -241,7 +323,7 @@ impl Record {
                 r.relay = relay.or(r.relay.take());
                 r.reply = reply;
                 r.last_error = Some(error);
-                let wait = hedwig::retry::backoff(policy.first, policy.max, r.attempts);
+                let wait = policy.backoff.wait(r.attempts);
                 r.next_attempt = Some(now.saturating_add(ms(wait)));
             }
             Outcome::Deferred {
@@ -279,9 +361,12 @@ impl Record {
         });
     }
 
-    /// Indexes of the recipients due at `now`.
-    pub fn due(&self, now: u64) -> Vec<usize> {
-        let due = |r: &Recipient| r.next_attempt.is_some_and(|t| t <= now) && !r.state.is_final();
+    /// Indexes of the recipients due at `now`; with `all`, every recipient
+    /// not final (a flush made the message due before its time).
+    pub fn due(&self, now: u64, all: bool) -> Vec<usize> {
+        let due = |r: &Recipient| {
+            !r.state.is_final() && (all || r.next_attempt.is_some_and(|t| t <= now))
+        };
         self.recipients
             .iter()
             .enumerate()
@@ -312,52 +397,66 @@ impl Record {
         }
     }
 
-    /// Makes every deferred recipient due at `now` (a queue flush).
-    pub fn flush(&mut self, now: u64) -> bool {
-        let mut any = false;
-        for r in &mut self.recipients {
-            if r.state == State::Deferred {
-                r.next_attempt = Some(now);
-                any = true;
-            }
-        }
-        any
-    }
-
     /// The recipient's domain, lowercased (the unit of a delivery).
     pub fn domain(&self, i: usize) -> String {
-        let a = &self.recipients[i].address;
-        a.rsplit_once('@')
-            .map_or("", |(_, d)| d)
+        self.recipients[i]
+            .address
+            .domain()
+            .unwrap_or("")
             .to_ascii_lowercase()
+    }
+
+    /// Checks a record read from disk against the message's envelope: the
+    /// same id and the same recipients in the same order.
+    pub fn matches(&self, id: Id, to: &[Address]) -> Result<(), String> {
+        if self.id != id {
+            return Err(format!("record of {} in the file of {id}", self.id));
+        }
+        let ours = self.recipients.iter().map(|r| &r.address);
+        if !ours.eq(to.iter()) {
+            return Err("recipients differ from the message's envelope".into());
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hedwig::smtp::reply::Status;
 
     const MIN: u64 = 60_000;
     const POLICY: Policy = Policy {
-        first: Duration::from_secs(300),
-        max: Duration::from_secs(3600),
+        backoff: Backoff {
+            first: Duration::from_secs(300),
+            max: Duration::from_secs(3600),
+        },
         give_up: Duration::from_secs(5 * 86400),
     };
 
+    fn addr(s: &str) -> Address {
+        Address::parse(s).unwrap()
+    }
+
     fn record() -> Record {
+        let id = "0000000000001AAAAA".parse().unwrap();
         Record::new(
-            "ID".into(),
-            "s@x".into(),
-            &["a@b.org".into(), "c@D.org".into()],
+            id,
+            Some(addr("s@x")),
+            &[addr("a@b.org"), addr("c@D.org")],
             10,
             None,
             0,
         )
     }
 
+    fn relay() -> Relay {
+        "mx[1.2.3.4]:25".parse().unwrap()
+    }
+
     fn deferred() -> Outcome {
         Outcome::Deferred {
-            relay: Some("mx[1.2.3.4]:25".into()),
+            relay: Some(relay()),
             error: "450 busy".into(),
             reply: None,
         }
@@ -366,7 +465,7 @@ mod tests {
     #[test]
     fn new_records_are_due_now() {
         let r = record();
-        assert_eq!(r.due(0), [0, 1]);
+        assert_eq!(r.due(0, false), [0, 1]);
         assert_eq!(r.next_due(), Some(0));
         assert_eq!(r.domain(1), "d.org");
         assert_eq!(r.finished_at(), None);
@@ -380,7 +479,8 @@ mod tests {
         assert_eq!(r.recipients[0].next_attempt, Some(5 * MIN));
         r.apply(0, deferred(), 5 * MIN, &POLICY);
         assert_eq!(r.recipients[0].next_attempt, Some(15 * MIN));
-        assert_eq!(r.due(6 * MIN), [1]);
+        assert_eq!(r.due(6 * MIN, false), [1]);
+        assert_eq!(r.due(6 * MIN, true), [0, 1], "a flush makes all due");
         for _ in 0..10 {
             r.apply(0, deferred(), 20 * MIN, &POLICY);
         }
@@ -399,8 +499,8 @@ mod tests {
     fn finished_when_all_final() {
         let mut r = record();
         let delivered = Outcome::Delivered {
-            relay: "mx".into(),
-            reply: "250 ok".into(),
+            relay: relay(),
+            reply: Reply::new(250, Status(2, 0, 0), "ok"),
         };
         r.apply(0, delivered, 7, &POLICY);
         assert_eq!(r.finished_at(), None);
@@ -417,15 +517,35 @@ mod tests {
         );
         assert_eq!(r.finished_at(), Some(9));
         assert_eq!(r.next_due(), None);
-        assert!(r.due(100).is_empty());
+        assert!(r.due(100, true).is_empty());
     }
 
     #[test]
-    fn flush_makes_deferred_due() {
+    fn json_round_trip_is_typed_and_readable() {
         let mut r = record();
-        r.apply(0, deferred(), 0, &POLICY);
-        assert!(r.flush(1));
-        assert_eq!(r.due(1), [0, 1]);
+        r.apply(
+            0,
+            Outcome::Delivered {
+                relay: "mx.b.org[::1]:2525".parse().unwrap(),
+                reply: Reply::new(250, Status(2, 0, 0), "ok"),
+            },
+            3,
+            &POLICY,
+        );
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"state\":\"queued\""), "{json}");
+        assert!(json.contains("\"relay\":\"mx.b.org[::1]:2525\""), "{json}");
+        assert!(json.contains("\"reply\":\"250 2.0.0 ok\""), "{json}");
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), r);
+        // A record that does not parse is an error, not a guess.
+        for (from, to) in [
+            ("\"address\":\"a@b.org\"", "\"address\":\"a@@b\""),
+            ("\"relay\":\"mx.b.org[::1]:2525\"", "\"relay\":\"mx\""),
+            ("\"reply\":\"250 2.0.0 ok\"", "\"reply\":\"ok\""),
+        ] {
+            let broken = json.replace(from, to);
+            assert!(serde_json::from_str::<Record>(&broken).is_err(), "{broken}");
+        }
     }
 
     #[test]
@@ -438,7 +558,10 @@ mod tests {
         assert_eq!(h.len(), HISTORY);
         assert_eq!(h[0].at, 3 * MIN, "the oldest three fell off");
         assert_eq!(h[HISTORY - 1].state, State::Deferred);
-        assert_eq!(h[0].relay.as_deref(), Some("mx[1.2.3.4]:25"));
+        assert_eq!(
+            h[0].relay.as_ref().map(Relay::to_string).as_deref(),
+            Some("mx[1.2.3.4]:25")
+        );
         assert_eq!(h[0].text, "450 busy");
         r.apply(0, deferred(), 6 * 1440 * MIN, &POLICY);
         assert_eq!(
@@ -456,10 +579,21 @@ mod tests {
     }
 
     #[test]
-    fn json_round_trip() {
+    fn records_must_match_their_envelope() {
         let r = record();
-        let json = serde_json::to_string(&r).unwrap();
-        assert!(json.contains("\"state\":\"queued\""));
-        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), r);
+        assert!(r.matches(r.id, &[addr("a@b.org"), addr("c@D.org")]).is_ok());
+        assert!(r.matches(r.id, &[addr("a@b.org")]).is_err());
+        assert!(r
+            .matches(r.id, &[addr("c@D.org"), addr("a@b.org")])
+            .is_err());
+        let other = "0000000000001AAAAB".parse().unwrap();
+        assert!(r
+            .matches(other, &[addr("a@b.org"), addr("c@D.org")])
+            .is_err());
+        assert_eq!(
+            "h[1.2.3.4]:25".parse::<Relay>().unwrap().to_string(),
+            "h[1.2.3.4]:25"
+        );
+        assert!("h[x]:25".parse::<Relay>().is_err());
     }
 }

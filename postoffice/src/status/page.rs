@@ -179,12 +179,15 @@ pub fn index(o: &Overview<'_>) -> String {
 /// The page of one message: its recipients and every attempt kept.
 pub fn message(hostname: &str, r: &Record) -> String {
     let mut out = head(&format!("{} on {hostname}", r.id));
-    let from = if r.from.is_empty() { "<>" } else { &r.from };
+    let from = match r.sender() {
+        "" => "<>",
+        s => s,
+    };
     let _ = write!(
         out,
         r#"<p><a href="../">&larr; postoffice {}</a></p><h1>Message <span id="message-id">{}</span></h1><table><tr><th>from</th><td>{}</td></tr><tr><th>size</th><td>{} bytes</td></tr><tr><th>received</th><td>{} UTC</td></tr></table>"#,
         esc(hostname),
-        esc(&r.id),
+        esc(&r.id.to_string()),
         esc(from),
         r.size,
         rfc3339(r.received_at)
@@ -194,7 +197,7 @@ pub fn message(hostname: &str, r: &Record) -> String {
         let _ = write!(
             out,
             r#"<h2 class="recipient" data-state="{state}">{} <span class="{state}">{state}</span></h2><p>{} attempts"#,
-            esc(&rcpt.address),
+            esc(rcpt.address.as_str()),
             rcpt.attempts
         );
         if let Some(next) = rcpt.next_attempt.filter(|_| !rcpt.state.is_final()) {
@@ -216,7 +219,7 @@ pub fn message(hostname: &str, r: &Record) -> String {
                     out,
                     r#"<tr class="attempt"><td>{}</td><td class="{s}">{s}</td><td>{}</td><td><code>{}</code></td></tr>"#,
                     rfc3339(a.at),
-                    esc(a.relay.as_deref().unwrap_or("-")),
+                    esc(&a.relay.as_ref().map_or("-".into(), |r| r.to_string())),
                     esc(&a.text)
                 );
             }
@@ -306,30 +309,34 @@ mod tests {
     #[test]
     fn message_page_lists_every_attempt_kept() {
         let policy = Policy {
-            first: Duration::from_secs(60),
-            max: Duration::from_secs(60),
+            backoff: hedwig::retry::Backoff {
+                first: Duration::from_secs(60),
+                max: Duration::from_secs(60),
+            },
             give_up: Duration::from_secs(86400),
         };
+        let addr = |a: &str| hedwig::smtp::address::Address::parse(a).unwrap();
+        let reply = |t: &str| hedwig::smtp::reply::Reply::from_text(t).unwrap();
         let mut r = Record::new(
-            "ID1".into(),
-            "".into(),
-            &["a@b.test".into(), "c@d.test".into()],
+            "0000000000001AAAAA".parse().unwrap(),
+            None,
+            &[addr("a@b.test"), addr("c@d.test")],
             10,
             None,
             T,
         );
         let deferred = Outcome::Deferred {
-            relay: Some("mx.b.test[127.0.0.2]:25".into()),
+            relay: Some("mx.b.test[127.0.0.2]:25".parse().unwrap()),
             error: "x".into(),
-            reply: Some("450 4.2.0 <busy>".into()),
+            reply: Some(reply("450 4.2.0 <busy>")),
         };
         r.apply(0, deferred.clone(), T + 1, &policy);
         r.apply(0, deferred, T + 2, &policy);
         r.apply(
             1,
             Outcome::Delivered {
-                relay: "mx.d.test[127.0.0.3]:25".into(),
-                reply: "250 ok".into(),
+                relay: "mx.d.test[127.0.0.3]:25".parse().unwrap(),
+                reply: reply("250 ok"),
             },
             T + 3,
             &policy,
