@@ -930,8 +930,10 @@ def main():
     ap.add_argument("--sizes", default="4096,102400")
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--bin-dir", required=True)
-    ap.add_argument("--work", required=True)
+    ap.add_argument("--bin-dir")
+    ap.add_argument("--work")
+    ap.add_argument("--report", metavar="JSON",
+                    help="print the medians tables again from a --json file of an earlier run (runs nothing)")
     ap.add_argument("--net", default="127.55.0", help="first three octets of the loopback addresses")
     ap.add_argument("--json", help="also write every run and the medians here")
     ap.add_argument("--max-wait", type=float, default=180,
@@ -940,6 +942,14 @@ def main():
     ap.add_argument("--spread", action="store_true",
                     help="chattr +T on the work directory and each system's (both alike)")
     args = ap.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            saved = json.load(f)
+        old = argparse.Namespace(**{**saved["args"], "json": None})
+        log(f"bench: the runs of {args.report} (load average then: {saved.get('load')})")
+        sys.exit(report(old, [int(s) for s in old.sizes.split(",") if s], saved["runs"]))
+    if not args.bin_dir or not args.work:
+        fatal("--bin-dir and --work are needed (scripts/bench passes them)")
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
     addrs = {"sink": f"{args.net}.1", "postfix": f"{args.net}.2",
@@ -1060,36 +1070,46 @@ def report(args, sizes, runs):
     def pick(system, size, key):
         return med(values(system, size, key))
 
+    # Issue 10's targets against Postfix: the plain hop, and the HTTPS hop
+    # (a deployment across hosts) with its own, lower, bar.
+    targets = {
+        "hedwig": {"accept": (">= 2.5x", lambda q: q >= 2.5), "e2e": (">= 2x", lambda q: q >= 2)},
+        "hedwig-https": {"accept": (">= 2x", lambda q: q >= 2), "e2e": (">= 1.5x", lambda q: q >= 1.5)},
+    }
     figures = [
-        ("acceptance", "accept", "msg/s", ">= 2.5x", lambda q: q >= 2.5),
-        ("end to end", "e2e", "msg/s", ">= 2x", lambda q: q >= 2),
-        ("peak memory", "mem_mib", "MiB", "<= 0.5x", lambda q: q <= 0.5),
-        ("latency p50", "p50", "ms", "", None),
-        ("latency p99", "p99", "ms", "", None),
-        ("CPU per message", "cpu_ms", "ms", "<= 0.5x", lambda q: q <= 0.5),
+        ("acceptance", "accept", "msg/s"),
+        ("end to end", "e2e", "msg/s"),
+        ("peak memory", "mem_mib", "MiB"),
+        ("latency p50", "p50", "ms"),
+        ("latency p99", "p99", "ms"),
+        ("CPU per message", "cpu_ms", "ms"),
     ]
+    both = {"mem_mib": ("<= 0.5x", lambda q: q <= 0.5), "cpu_ms": ("<= 0.5x", lambda q: q <= 0.5)}
     summary = {}
     log("")
     log(f"Medians of {args.rounds} rounds, {args.count} messages over {args.sessions} sessions; {machine()}")
-    log("")
-    log("| figure | size | Postfix | hedwig | hedwig/Postfix | target | Postfix rounds | hedwig rounds |")
-    log("|---|---|---:|---:|---:|---|---|---|")
-    for label, key, unit, target, ok in figures:
-        for size in sizes:
-            p, h = pick("Postfix", size, key), pick("hedwig", size, key)
-            q = h / p if p and h is not None else None
-            verdict = ""
-            if ok and q is not None:
-                verdict = f"{target} {'met' if ok(q) else 'MISSED'}"
-            nd = 2 if key in ("p50", "p99", "cpu_ms") else (1 if key == "mem_mib" else 0)
-            fmt = lambda v: "-" if v is None else f"{v:.{nd}f} {unit}"
-            span = lambda vs: "-" if not [v for v in vs if v is not None] else \
-                f"{min(v for v in vs if v is not None):.{nd}f}-{max(v for v in vs if v is not None):.{nd}f}"
-            pv, hv = values("Postfix", size, key), values("hedwig", size, key)
-            log(f"| {label} | {fmt_size(size)} | {fmt(p)} | {fmt(h)} | "
-                f"{'-' if q is None else f'{q:.2f}x'} | {verdict} | {span(pv)} | {span(hv)} |")
-            summary[f"{key}/{size}"] = {"postfix": p, "hedwig": h, "ratio": q,
-                                        "postfix_rounds": pv, "hedwig_rounds": hv}
+    for system in ["hedwig"] + (["hedwig-https"] if args.https else []):
+        log("")
+        log(f"| figure | size | Postfix | {system} | {system}/Postfix | target | Postfix rounds | {system} rounds |")
+        log("|---|---|---:|---:|---:|---|---|---|")
+        for label, key, unit in figures:
+            target, ok = {**both, **targets[system]}.get(key, ("", None))
+            for size in sizes:
+                p, h = pick("Postfix", size, key), pick(system, size, key)
+                q = h / p if p and h is not None else None
+                verdict = ""
+                if ok and q is not None:
+                    verdict = f"{target} {'met' if ok(q) else 'MISSED'}"
+                nd = 2 if key in ("p50", "p99", "cpu_ms") else (1 if key == "mem_mib" else 0)
+                fmt = lambda v: "-" if v is None else f"{v:.{nd}f} {unit}"
+                span = lambda vs: "-" if not [v for v in vs if v is not None] else \
+                    f"{min(v for v in vs if v is not None):.{nd}f}-{max(v for v in vs if v is not None):.{nd}f}"
+                pv, hv = values("Postfix", size, key), values(system, size, key)
+                log(f"| {label} | {fmt_size(size)} | {fmt(p)} | {fmt(h)} | "
+                    f"{'-' if q is None else f'{q:.2f}x'} | {verdict} | {span(pv)} | {span(hv)} |")
+                prefix = "" if system == "hedwig" else "https_"
+                summary[f"{prefix}{key}/{size}"] = {"postfix": p, "hedwig": h, "ratio": q,
+                                                    "postfix_rounds": pv, "hedwig_rounds": hv}
     for size in sizes:
         s = pick("sink", size, "rate")
         c = pick("sink", size, "client_rate")
@@ -1126,7 +1146,8 @@ def report(args, sizes, runs):
             p, h = pick("hedwig", "hop", key), pick("hedwig-https", "hop", key)
             nd = 0 if unit == "msg/s" else 2
             fmt = lambda v: "-" if v is None else f"{v:.{nd}f} {unit}"
-            check = h if key == "seq_p50" else p
+            # The hand-off p50 bar is for HTTPS; the API clients' bar holds for both.
+            check = h if key == "seq_p50" else (min(p, h) if p is not None and h is not None else None)
             verdict = "" if ok is None or check is None else f"{target} {'met' if ok(check) else 'MISSED'}"
             log(f"| {label} | {fmt(p)} | {fmt(h)} | | {verdict} |")
             summary[f"hop_{key}"] = {"http": p, "https": h}
