@@ -32,8 +32,9 @@ use smol_hyper::rt::FuturesIo;
 
 use super::body::Outgoing;
 use super::convert;
-use super::io::{connect, timeout, Stream, Timed};
+use super::io::{connect, Stream, Timed};
 use super::tls::Connector;
+use crate::timeout::timeout;
 
 /// How long a connection may sit idle in the pool: below the 30 s after
 /// which postoffice (and most servers) close idle keep-alive connections, so
@@ -127,7 +128,7 @@ impl Client {
         let pooled = match self.inner.checkout(&origin) {
             // Back in the pool as soon as its last answer was read, it may
             // take hyper a moment more to be ready for the next request.
-            Some(mut s) => match timeout(self.inner.timeout, "pooled connection", async {
+            Some(mut s) => match timeout(self.inner.timeout, "a pooled connection", async {
                 s.ready().await.map_err(io::Error::other)
             })
             .await

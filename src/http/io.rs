@@ -10,37 +10,14 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_net::TcpStream;
-use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
+use futures_lite::{AsyncRead, AsyncWrite};
 use smol::Timer;
 
-/// Runs `fut`, or fails with `TimedOut` naming `what` after `limit`.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// let slow = async { smol::Timer::after(Duration::from_secs(5)).await; Ok(()) };
-/// let e = smol::block_on(hedwig::http::io::timeout(Duration::from_millis(1), "waiting", slow));
-/// assert_eq!(e.unwrap_err().to_string(), "waiting timed out after 1ms");
-/// ```
-pub async fn timeout<T>(
-    limit: Duration,
-    what: &str,
-    fut: impl Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    fut.or(async {
-        Timer::after(limit).await;
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("{what} timed out after {limit:?}"),
-        ))
-    })
-    .await
-}
+use crate::timeout::timeout;
 
 /// Connects to `host:port` within `limit`, with `TCP_NODELAY` set.
 pub async fn connect(host: &str, port: u16, limit: Duration) -> io::Result<TcpStream> {
-    let what = format!("connecting to {host}:{port}");
+    let what = format!("a connection to {host}:{port}");
     let stream = timeout(limit, &what, TcpStream::connect((host, port))).await?;
     stream.set_nodelay(true)?;
     Ok(stream)

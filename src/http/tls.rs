@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_net::TcpStream;
 
-use super::io::{timeout, Compat, Stream};
+use super::io::{Compat, Stream};
+use crate::timeout::timeout;
 
 /// Opens TLS connections, trusting the system's CAs and any extra ones;
 /// cheap to clone.
@@ -38,7 +39,7 @@ impl Connector {
 
     /// The TLS handshake with `host` over `tcp`, within `limit`.
     pub async fn connect(&self, host: &str, tcp: TcpStream, limit: Duration) -> io::Result<Stream> {
-        let what = format!("TLS handshake with {host}");
+        let what = format!("the TLS handshake with {host}");
         let handshake = async {
             self.0
                 .connect(host, Compat(tcp))
@@ -85,7 +86,7 @@ impl Acceptor {
                 .map_err(|e| io::Error::other(format!("TLS: {e}")))
         };
         Ok(Stream::tls(
-            timeout(limit, "TLS handshake", handshake).await?,
+            timeout(limit, "the TLS handshake", handshake).await?,
         ))
     }
 }

@@ -25,8 +25,9 @@ use async_net::TcpStream;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use hedwig::http::body::Outgoing;
 use hedwig::http::convert::{self, error_bytes, error_response};
-use hedwig::http::io::{timeout, Stream, Timed};
+use hedwig::http::io::{Stream, Timed};
 use hedwig::http::tls::Acceptor;
+use hedwig::timeout::timeout;
 use http::StatusCode;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
@@ -144,7 +145,7 @@ async fn first_head(
             return Err(Some((431, why)));
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        match timeout(left, "request head", io.read(&mut chunk)).await {
+        match timeout(left, "the request head", io.read(&mut chunk)).await {
             Ok(0) => return Err(None),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::TimedOut && !buf.is_empty() => {
@@ -176,7 +177,12 @@ pub async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Ok(())
     };
-    let _ = timeout(Duration::from_secs(1), "draining", drain).await;
+    let _ = timeout(
+        Duration::from_secs(1),
+        "the rest of a refused request",
+        drain,
+    )
+    .await;
     Ok(())
 }
 
