@@ -110,39 +110,44 @@ impl Metrics {
     /// The text exposition, with queue gauges from `counts`.
     pub fn render(&self, counts: &Counts) -> String {
         let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+        // One sample with its HELP and TYPE lines; `kind` is counter or gauge.
+        let metric = |out: &mut String, kind: &str, name: &str, help: &str, v: u64| {
             let _ = write!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                v.load(Relaxed)
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
             );
         };
-        counter(
+        for (name, help, v) in [
+            (
+                "hedwig_messages_accepted_total",
+                "Messages queued.",
+                &self.accepted,
+            ),
+            (
+                "hedwig_recipients_delivered_total",
+                "Recipients delivered.",
+                &self.delivered,
+            ),
+            (
+                "hedwig_recipients_deferred_total",
+                "Delivery attempts deferred.",
+                &self.deferred,
+            ),
+            (
+                "hedwig_recipients_bounced_total",
+                "Recipients bounced.",
+                &self.bounced,
+            ),
+        ] {
+            metric(&mut out, "counter", name, help, v.load(Relaxed));
+        }
+        metric(
             &mut out,
-            "hedwig_messages_accepted_total",
-            "Messages queued.",
-            &self.accepted,
+            "gauge",
+            "hedwig_queue_messages",
+            "Messages not yet finished.",
+            counts.messages,
         );
-        counter(
-            &mut out,
-            "hedwig_recipients_delivered_total",
-            "Recipients delivered.",
-            &self.delivered,
-        );
-        counter(
-            &mut out,
-            "hedwig_recipients_deferred_total",
-            "Delivery attempts deferred.",
-            &self.deferred,
-        );
-        counter(
-            &mut out,
-            "hedwig_recipients_bounced_total",
-            "Recipients bounced.",
-            &self.bounced,
-        );
-        out.push_str("# HELP hedwig_queue_messages Messages not yet finished.\n# TYPE hedwig_queue_messages gauge\n");
-        let _ = writeln!(out, "hedwig_queue_messages {}", counts.messages);
         out.push_str("# HELP hedwig_queue_recipients Recipients in the queue by state.\n# TYPE hedwig_queue_recipients gauge\n");
         for s in State::ALL {
             let _ = writeln!(
@@ -152,25 +157,20 @@ impl Metrics {
                 counts.by_state.get(&s).copied().unwrap_or(0)
             );
         }
-        let gauge = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}\n",
-                v.load(Relaxed)
-            );
-        };
-        gauge(
-            &mut out,
-            "hedwig_delivery_messages_held",
-            "Messages read into memory for delivery now.",
-            &self.held,
-        );
-        gauge(
-            &mut out,
-            "hedwig_delivery_messages_held_max",
-            "The most messages in memory for delivery at once since start.",
-            &self.held_max,
-        );
+        for (name, help, v) in [
+            (
+                "hedwig_delivery_messages_held",
+                "Messages read into memory for delivery now.",
+                &self.held,
+            ),
+            (
+                "hedwig_delivery_messages_held_max",
+                "The most messages in memory for delivery at once since start.",
+                &self.held_max,
+            ),
+        ] {
+            metric(&mut out, "gauge", name, help, v.load(Relaxed));
+        }
         let name = "hedwig_delivery_latency_seconds";
         let _ = write!(
             out,
