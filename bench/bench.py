@@ -295,6 +295,15 @@ def status_kb(pid, field):
     return 0
 
 
+def sys_seconds(pid):
+    """Kernel CPU time (stime) of one process: syncs, copies, socket work."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[12]) / CLK_TCK
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+
+
 def cpu_seconds(pids, reaper=None):
     total = 0
     for pid in pids:
@@ -682,7 +691,8 @@ class Hedwig:
         return cpu_seconds(self.pids())
 
     def cpu_split(self):
-        return {"mailman": cpu_seconds([self.mm.pid]), "postoffice": cpu_seconds([self.po.pid])}
+        return {"mailman": cpu_seconds([self.mm.pid]), "postoffice": cpu_seconds([self.po.pid]),
+                "mailman kernel": sys_seconds(self.mm.pid), "postoffice kernel": sys_seconds(self.po.pid)}
 
     def samplers(self):
         return {"rss": lambda: sum(status_kb(p, "VmRSS:") for p in self.pids()),

@@ -214,6 +214,31 @@ pub fn stuff(message: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b".\r\n");
 }
 
+/// Client side: when no line of `message` starts with `.`, what [`stuff`]
+/// would add after it (the terminator, and a CRLF if missing), so the
+/// message can go out as it is, without a stuffed copy; `None` when it
+/// must be stuffed (or is empty).
+///
+/// # Examples
+///
+/// ```
+/// use hedwig::smtp::data::unstuffed_tail;
+/// assert_eq!(unstuffed_tail(b"a\r\nb\r\n"), Some(&b".\r\n"[..]));
+/// assert_eq!(unstuffed_tail(b"a\r\nb"), Some(&b"\r\n.\r\n"[..]));
+/// assert_eq!(unstuffed_tail(b"a\r\n.b\r\n"), None);
+/// ```
+pub fn unstuffed_tail(message: &[u8]) -> Option<&'static [u8]> {
+    if message.first().is_none_or(|&b| b == b'.') || memchr::memmem::find(message, b"\n.").is_some()
+    {
+        return None;
+    }
+    Some(if message.ends_with(b"\r\n") {
+        b".\r\n"
+    } else {
+        b"\r\n.\r\n"
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +339,38 @@ mod tests {
         let (end, out, code) = run(&wire, 5);
         assert_eq!((end, code), (Some(wire.len()), 250));
         assert_eq!(out, msg);
+    }
+
+    #[test]
+    fn a_message_without_dot_lines_goes_out_as_it_is() {
+        let cases: [&[u8]; 9] = [
+            b"a\r\nb\r\n",
+            b"a\r\nb",
+            b"a\nb\n",
+            b"x",
+            b"a.\r\nb.c\r\n",
+            b".a\r\n",
+            b"a\r\n.\r\n",
+            b"a\n.b",
+            b"",
+        ];
+        for message in cases {
+            let mut stuffed = Vec::new();
+            stuff(message, &mut stuffed);
+            match unstuffed_tail(message) {
+                Some(tail) => assert_eq!([message, tail].concat(), stuffed, "{message:?}"),
+                // Stuffing did add a dot somewhere (an empty message is
+                // just the terminator, sent as such by the caller).
+                None => {
+                    let tail = if message.ends_with(b"\r\n") { 3 } else { 5 };
+                    assert!(
+                        message.is_empty() || stuffed.len() > message.len() + tail,
+                        "{message:?} needed no stuffing"
+                    )
+                }
+            }
+        }
+        assert!(unstuffed_tail(b"a\r\nb\r\n").is_some());
+        assert!(unstuffed_tail(b"a\r\n.b").is_none());
     }
 }

@@ -342,7 +342,8 @@ mod tests {
         let spool = Spool::open(dir.path()).unwrap();
         smol::block_on(async {
             let mut w = spool.create(id("00000000000000000C"), &envelope(), None);
-            w.write(&vec![b'x'; 100_000]).await.unwrap();
+            // More than a writer buffers: the file exists.
+            w.write(&vec![b'x'; writer::FLUSH_AT + 10_000]).await.unwrap();
             assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 1);
             drop(w);
         });
@@ -385,11 +386,12 @@ mod tests {
             spool.remove(b).await.unwrap();
             // A writer dropped before its commit gives the file back.
             let mut w = spool.create(c, &envelope(), None);
-            w.write(&[b'c'; 70_000]).await.unwrap();
+            let big = writer::FLUSH_AT + 10_000;
+            w.write(&vec![b'c'; big]).await.unwrap();
             assert!(spool.free().take().is_none(), "taken by the writer");
             drop(w);
             let back = spool.free().take().expect("given back");
-            assert!(spool.free().put(&back, 70_000));
+            assert!(spool.free().put(&back, big as u64));
             assert_eq!(count("free"), 1);
         });
         // Kept across a restart.

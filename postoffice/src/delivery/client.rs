@@ -120,6 +120,9 @@ impl Client {
         timeouts: Timeouts,
     ) -> Result<Client, Error> {
         let tcp = timeout(timeouts.connect, "connect", TcpStream::connect(addr)).await?;
+        // Each command (or pipelined group) and each message is written
+        // whole, the terminator last: none of it should wait for an ACK.
+        tcp.set_nodelay(true)?;
         let mut c = Client {
             stream: Stream::Plain(tcp),
             replies: Replies::default(),
@@ -240,15 +243,28 @@ impl Client {
                 }
                 Action::Read => t.reply(self.read_reply(command).await?),
                 Action::WriteMessage { empty } => {
-                    let mut wire = Vec::new();
-                    if empty {
-                        wire.extend_from_slice(b".\r\n");
-                    } else {
-                        wire.reserve(message.len() + message.len() / 50 + 8);
-                        hedwig::smtp::data::stuff(message, &mut wire);
-                    }
                     let end = self.timeouts.data_end;
-                    self.write(&wire, end).await?;
+                    let tail = if empty {
+                        Some(&b".\r\n"[..])
+                    } else {
+                        hedwig::smtp::data::unstuffed_tail(message)
+                    };
+                    match tail {
+                        // Most messages have no line that starts with a dot:
+                        // they go out as they are, not as a second copy.
+                        Some(tail) => {
+                            if !empty {
+                                self.write(message, end).await?;
+                            }
+                            self.write(tail, end).await?;
+                        }
+                        None => {
+                            let mut wire =
+                                Vec::with_capacity(message.len() + message.len() / 50 + 8);
+                            hedwig::smtp::data::stuff(message, &mut wire);
+                            self.write(&wire, end).await?;
+                        }
+                    }
                     t.reply(self.read_reply(end).await?)
                 }
                 Action::StartTls => {
