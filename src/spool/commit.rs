@@ -4,14 +4,20 @@
 //! place and its directory synced. Done one message at a time, that is two
 //! fsyncs each, and the directory's fsync is a journal commit of its own.
 //! Here every change waiting when the committer comes round (while it works
-//! on one batch, the next one gathers) is done in one blocking call: each
-//! file is synced, then renamed, and then each directory touched is synced
-//! once, however many messages the batch holds. Only then is each waiting
+//! on one batch, the next one gathers) is done together: each file is
+//! synced, then renamed, and then each directory touched is synced once,
+//! however many messages the batch holds. Only then is each waiting
 //! caller answered, so an `Ok` still means "on disk".
 //!
 //! Appends (postoffice's log of finished records), unlinks and recycling
 //! go the same way: several appends to one file share one fdatasync, and a
 //! batch of removals shares its directory's fsync.
+//!
+//! The files of a batch are synced side by side (a few trips to the
+//! blocking pool at once), not one after the other: the disk serves
+//! concurrent syncs with shared cache flushes. Every sync of a batch is
+//! done before any of its names changes, so an append (a finished record)
+//! is on disk before the batch unlinks the message it records.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -146,7 +152,10 @@ impl Committer {
     }
 }
 
-/// Takes what is waiting, commits it in one blocking call, answers, repeats.
+/// Takes what is waiting, commits it, answers, repeats. A batch takes three
+/// steps on the blocking pool: its bytes are written, its files synced (in
+/// up to [`SYNC_PARALLEL`] trips at once), then its names changed and
+/// their directories synced.
 async fn run(rx: async_channel::Receiver<Job>) {
     while let Ok(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -160,7 +169,7 @@ async fn run(rx: async_channel::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        // Flattened for apply(), each change remembering its job.
+        // Flattened, each change remembering its job.
         let mut owner = Vec::with_capacity(size);
         let mut changes = Vec::with_capacity(size);
         let mut replies = Vec::with_capacity(batch.len());
@@ -169,7 +178,9 @@ async fn run(rx: async_channel::Receiver<Job>) {
             changes.extend(cs);
             replies.push(reply);
         }
-        let results = smol::unblock(move || apply(changes)).await;
+        let mut batch = smol::unblock(move || Batch::write(changes)).await;
+        batch.sync_parallel().await;
+        let results = smol::unblock(move || batch.finish()).await;
         let mut outcome: Vec<io::Result<()>> = replies.iter().map(|_| Ok(())).collect();
         for (job, result) in owner.into_iter().zip(results) {
             if let (Err(e), Ok(())) = (result, &outcome[job]) {
@@ -182,119 +193,240 @@ async fn run(rx: async_channel::Receiver<Job>) {
     }
 }
 
-/// Applies a batch: file data first (syncs), then names (renames, unlinks),
-/// then each directory touched, once. One result per change, in order.
-pub fn apply(changes: Vec<Change>) -> Vec<io::Result<()>> {
-    let mut results: Vec<io::Result<()>> = Vec::with_capacity(changes.len());
-    // Which changes depend on each directory's sync.
-    let mut dirs: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
-    let mut appends: BTreeMap<PathBuf, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
-    let mut names = Vec::new();
-    for (i, change) in changes.into_iter().enumerate() {
-        results.push(Ok(()));
-        match change {
-            Change::Append { path, bytes } => appends.entry(path).or_default().push((i, bytes)),
-            other => names.push((i, other)),
-        }
-    }
-    for (path, parts) in appends {
-        let result = append(&path, parts.iter().map(|(_, b)| b.as_slice()));
-        for (i, _) in &parts {
-            results[*i] = clone_result(&result);
-        }
-        if let Ok(true) = result {
-            dirs.entry(parent(&path))
-                .or_default()
-                .extend(parts.iter().map(|(i, _)| *i));
-        }
-    }
-    for (i, change) in names {
-        let (result, dir) = match change {
-            Change::Place {
-                file,
-                rest,
-                tmp,
-                to,
-                len,
-            } => {
-                let r = place(file, &rest, len, &tmp, &to);
-                if r.is_err() {
-                    // Never acknowledged: leave no trace.
-                    let _ = fs::remove_file(&tmp);
-                }
-                (r, parent(&to))
-            }
-            Change::Write {
-                bytes,
-                tmp,
-                to,
-                free,
-                hook,
-            } => {
-                if let Some(HookCall(hook, id)) = hook {
-                    hook(id);
-                }
-                let (file, at, reused) = free.open_for_write(&tmp);
-                let len = reused.then_some(bytes.len() as u64);
-                let r = file.and_then(|f| place(f, &bytes, len, &at, &to));
-                if r.is_err() {
-                    free.discard(&at, bytes.len() as u64, reused);
-                }
-                (r, parent(&to))
-            }
-            Change::Rename { from, to } => (fs::rename(&from, &to), parent(&to)),
-            Change::Recycle { from, to, free } => {
-                let size = fs::metadata(&from).map_or(u64::MAX, |m| m.len());
-                let r = if free.has_room(size) {
-                    fs::rename(&from, &to).map(|()| {
-                        if !free.put(&to, size) {
-                            let _ = fs::remove_file(&to);
-                        }
-                    })
-                } else {
-                    fs::remove_file(&from)
-                };
-                match r {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    r => (r, parent(&from)),
-                }
-            }
-            Change::Unlink(path) => match fs::remove_file(&path) {
-                // Gone already: nothing changed, no directory to sync for it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                r => (r, parent(&path)),
-            },
-            Change::Append { .. } => unreachable!("appends were taken out above"),
-        };
-        if result.is_ok() {
-            dirs.entry(dir).or_default().push(i);
-        }
-        results[i] = result;
-    }
-    for (dir, users) in dirs {
-        if let Err(e) = sync_dir(&dir) {
-            for i in users {
-                results[i] = Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display())));
-            }
-        }
-    }
-    results
+/// Files of one batch synced at once, at most: the device serves
+/// concurrent syncs with shared cache flushes (ten 4 KiB files: 1.7 ms one
+/// after the other, 0.7 ms at once, on this machine's virtio disk). Each
+/// takes a thread of the bounded blocking pool for its sync.
+const SYNC_PARALLEL: usize = 8;
+
+/// Applies a batch in one go (the committer's three steps, one after the
+/// other): file data first (syncs), then names (renames, unlinks), then
+/// each directory touched, once. One result per change, in order.
+#[cfg(test)]
+fn apply(changes: Vec<Change>) -> Vec<io::Result<()>> {
+    let mut batch = Batch::write(changes);
+    let files = std::mem::take(&mut batch.files);
+    batch.synced(sync(files));
+    batch.finish()
 }
 
-/// Writes `rest` at the end of `file`, cuts it to `len` when given, syncs
-/// it, and renames it from `at` to `to`.
-fn place(mut file: File, rest: &[u8], len: Option<u64>, at: &Path, to: &Path) -> io::Result<()> {
+/// A batch between its steps.
+struct Batch {
+    /// One per change, in order.
+    results: Vec<io::Result<()>>,
+    /// Files written and not yet synced, and the changes that need each.
+    files: Vec<(File, Vec<usize>)>,
+    /// What to do to names once every file is synced.
+    names: Vec<(usize, Name)>,
+    /// Directories to sync at the end, and the changes that need each.
+    dirs: BTreeMap<PathBuf, Vec<usize>>,
+}
+
+/// A change of names, made once the batch's data is on disk.
+enum Name {
+    /// A written message: renamed from `at` to `to`, or if its sync failed,
+    /// removed (or, when `free` is given, given back for reuse).
+    Place {
+        at: PathBuf,
+        to: PathBuf,
+        free: Option<(FreeFiles, u64, bool)>,
+    },
+    /// Rename, Recycle and Unlink, as they came.
+    Other(Change),
+}
+
+impl Batch {
+    /// Writes every file of `changes` (appends, the rest of placed
+    /// messages, whole small messages), syncing none yet.
+    fn write(changes: Vec<Change>) -> Batch {
+        let mut batch = Batch {
+            results: Vec::with_capacity(changes.len()),
+            files: Vec::new(),
+            names: Vec::new(),
+            dirs: BTreeMap::new(),
+        };
+        let mut appends: BTreeMap<PathBuf, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
+        for (i, change) in changes.into_iter().enumerate() {
+            batch.results.push(Ok(()));
+            match change {
+                Change::Append { path, bytes } => appends.entry(path).or_default().push((i, bytes)),
+                Change::Place {
+                    file,
+                    rest,
+                    tmp,
+                    to,
+                    len,
+                } => match write_rest(file, &rest, len) {
+                    Ok(file) => {
+                        batch.files.push((file, vec![i]));
+                        let name = Name::Place {
+                            at: tmp,
+                            to,
+                            free: None,
+                        };
+                        batch.names.push((i, name));
+                    }
+                    Err(e) => {
+                        // Never acknowledged: leave no trace.
+                        let _ = fs::remove_file(&tmp);
+                        batch.results[i] = Err(e);
+                    }
+                },
+                Change::Write {
+                    bytes,
+                    tmp,
+                    to,
+                    free,
+                    hook,
+                } => {
+                    if let Some(HookCall(hook, id)) = hook {
+                        hook(id);
+                    }
+                    let (file, at, reused) = free.open_for_write(&tmp);
+                    let size = bytes.len() as u64;
+                    match file.and_then(|f| write_rest(f, &bytes, reused.then_some(size))) {
+                        Ok(file) => {
+                            batch.files.push((file, vec![i]));
+                            let free = Some((free, size, reused));
+                            batch.names.push((i, Name::Place { at, to, free }));
+                        }
+                        Err(e) => {
+                            free.discard(&at, size, reused);
+                            batch.results[i] = Err(e);
+                        }
+                    }
+                }
+                other => batch.names.push((i, Name::Other(other))),
+            }
+        }
+        for (path, parts) in appends {
+            let users: Vec<usize> = parts.iter().map(|(i, _)| *i).collect();
+            match append(&path, parts.iter().map(|(_, b)| b.as_slice())) {
+                Ok((file, new)) => {
+                    if new {
+                        batch.dirs.entry(parent(&path)).or_default().extend(&users);
+                    }
+                    batch.files.push((file, users));
+                }
+                Err(e) => {
+                    for i in users {
+                        batch.results[i] = Err(io::Error::new(e.kind(), e.to_string()));
+                    }
+                }
+            }
+        }
+        batch
+    }
+
+    /// Syncs the batch's files, up to [`SYNC_PARALLEL`] trips to the
+    /// blocking pool at once.
+    async fn sync_parallel(&mut self) {
+        let mut files = std::mem::take(&mut self.files);
+        let per_trip = files.len().div_ceil(SYNC_PARALLEL).max(1);
+        let mut trips = Vec::new();
+        while !files.is_empty() {
+            let group = files.split_off(files.len().saturating_sub(per_trip));
+            // unblock starts each trip now: they run side by side.
+            trips.push(smol::unblock(move || sync(group)));
+        }
+        for trip in trips {
+            let failed = trip.await;
+            self.synced(failed);
+        }
+    }
+
+    /// Records the failed syncs: their changes fail.
+    fn synced(&mut self, failed: Vec<(io::Error, Vec<usize>)>) {
+        for (e, users) in failed {
+            for i in users {
+                self.results[i] = Err(io::Error::new(e.kind(), e.to_string()));
+            }
+        }
+    }
+
+    /// Changes the names (only where the data is on disk), then syncs each
+    /// directory touched, once. One result per change, in order.
+    fn finish(mut self) -> Vec<io::Result<()>> {
+        for (i, name) in std::mem::take(&mut self.names) {
+            let (result, dir) = match name {
+                Name::Place { at, to, free } => {
+                    let r = match &self.results[i] {
+                        Ok(()) => fs::rename(&at, &to),
+                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                    };
+                    if r.is_err() {
+                        // Never acknowledged: leave no trace.
+                        match free {
+                            Some((free, size, reused)) => free.discard(&at, size, reused),
+                            None => {
+                                let _ = fs::remove_file(&at);
+                            }
+                        }
+                    }
+                    (r, parent(&to))
+                }
+                Name::Other(Change::Rename { from, to }) => (fs::rename(&from, &to), parent(&to)),
+                Name::Other(Change::Recycle { from, to, free }) => {
+                    let size = fs::metadata(&from).map_or(u64::MAX, |m| m.len());
+                    let r = if free.has_room(size) {
+                        fs::rename(&from, &to).map(|()| {
+                            if !free.put(&to, size) {
+                                let _ = fs::remove_file(&to);
+                            }
+                        })
+                    } else {
+                        fs::remove_file(&from)
+                    };
+                    match r {
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        r => (r, parent(&from)),
+                    }
+                }
+                Name::Other(Change::Unlink(path)) => match fs::remove_file(&path) {
+                    // Gone already: nothing changed, no directory to sync for it.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    r => (r, parent(&path)),
+                },
+                Name::Other(_) => unreachable!("files were written in Batch::write"),
+            };
+            if result.is_ok() {
+                self.dirs.entry(dir).or_default().push(i);
+            }
+            self.results[i] = result;
+        }
+        for (dir, users) in std::mem::take(&mut self.dirs) {
+            if let Err(e) = sync_dir(&dir) {
+                for i in users {
+                    self.results[i] =
+                        Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display())));
+                }
+            }
+        }
+        self.results
+    }
+}
+
+/// Syncs each file's data; the ones that failed, with their changes.
+fn sync(files: Vec<(File, Vec<usize>)>) -> Vec<(io::Error, Vec<usize>)> {
+    files
+        .into_iter()
+        .filter_map(|(file, users)| file.sync_data().err().map(|e| (e, users)))
+        .collect()
+}
+
+/// Writes `rest` at the end of `file` and cuts it to `len` when given (a
+/// reused file may be longer).
+fn write_rest(mut file: File, rest: &[u8], len: Option<u64>) -> io::Result<File> {
     file.write_all(rest)?;
     if let Some(n) = len {
         file.set_len(n)?;
     }
-    file.sync_data()?;
-    fs::rename(at, to)
+    Ok(file)
 }
 
-/// Appends `parts` to `path` and syncs it; `Ok(true)` when the file is new
-/// (its directory entry needs a sync too).
-fn append<'a>(path: &Path, parts: impl Iterator<Item = &'a [u8]>) -> io::Result<bool> {
+/// Appends `parts` to `path`, not synced yet; the file, and whether it is
+/// new (its directory entry needs a sync too).
+fn append<'a>(path: &Path, parts: impl Iterator<Item = &'a [u8]>) -> io::Result<(File, bool)> {
     let dir = parent(path);
     if !dir.is_dir() {
         fs::create_dir_all(&dir)?;
@@ -307,15 +439,7 @@ fn append<'a>(path: &Path, parts: impl Iterator<Item = &'a [u8]>) -> io::Result<
         all.extend_from_slice(part);
     }
     file.write_all(&all)?;
-    file.sync_data()?;
-    Ok(new)
-}
-
-fn clone_result(r: &io::Result<bool>) -> io::Result<()> {
-    match r {
-        Ok(_) => Ok(()),
-        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-    }
+    Ok((file, new))
 }
 
 fn parent(path: &Path) -> PathBuf {

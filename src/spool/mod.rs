@@ -343,7 +343,9 @@ mod tests {
         smol::block_on(async {
             let mut w = spool.create(id("00000000000000000C"), &envelope(), None);
             // More than a writer buffers: the file exists.
-            w.write(&vec![b'x'; writer::FLUSH_AT + 10_000]).await.unwrap();
+            w.write(&vec![b'x'; writer::FLUSH_AT + 10_000])
+                .await
+                .unwrap();
             assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 1);
             drop(w);
         });
