@@ -161,7 +161,10 @@ impl Handoff {
         let url = format!("{endpoint}?{}", handoff::query(&head.envelope));
         // A small message was read whole with its head; a big one streams.
         let body = match body {
-            Body::Bytes(bytes) => surf::Body::from_bytes(bytes),
+            Body::Bytes(bytes) => {
+                let len = bytes.len();
+                surf::Body::from_reader(Kept(futures_lite::io::Cursor::new(bytes)), Some(len))
+            }
             Body::File(file) => {
                 let file = smol::fs::File::from(file);
                 let reader = futures_lite::io::BufReader::with_capacity(64 << 10, file);
@@ -232,6 +235,41 @@ fn one_line(text: &str) -> String {
     match line.char_indices().nth(200) {
         Some((end, _)) => format!("{}...", &line[..end]),
         None => line,
+    }
+}
+
+/// A message read whole into one of the spool's kept buffers, which it
+/// gives back when the request body is dropped (see
+/// `hedwig::spool::buffers`: the static binaries' malloc would otherwise
+/// fault a fresh buffer in for every message).
+struct Kept(futures_lite::io::Cursor<Vec<u8>>);
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        hedwig::spool::buffers::give(std::mem::take(self.0.get_mut()));
+    }
+}
+
+impl futures_lite::AsyncRead for Kept {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl futures_lite::AsyncBufRead for Kept {
+    fn poll_fill_buf(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<&[u8]>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_fill_buf(cx)
+    }
+
+    fn consume(mut self: std::pin::Pin<&mut Self>, amt: usize) {
+        std::pin::Pin::new(&mut self.0).consume(amt)
     }
 }
 

@@ -47,6 +47,8 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.metrics.held.fetch_sub(1, Relaxed);
+        // Read into a kept buffer (the spool's read): it goes back there.
+        hedwig::spool::buffers::give(std::mem::take(&mut self.bytes));
     }
 }
 

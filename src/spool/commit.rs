@@ -256,7 +256,7 @@ impl Batch {
                     tmp,
                     to,
                     len,
-                } => match write_rest(file, &rest, len) {
+                } => match write_rest(file, rest, len) {
                     Ok(file) => {
                         batch.files.push((file, vec![i]));
                         let name = Name::Place {
@@ -284,7 +284,7 @@ impl Batch {
                     }
                     let (file, at, reused) = free.open_for_write(&tmp);
                     let size = bytes.len() as u64;
-                    match file.and_then(|f| write_rest(f, &bytes, reused.then_some(size))) {
+                    match file.and_then(|f| write_rest(f, bytes, reused.then_some(size))) {
                         Ok(file) => {
                             batch.files.push((file, vec![i]));
                             let free = Some((free, size, reused));
@@ -415,9 +415,11 @@ fn sync(files: Vec<(File, Vec<usize>)>) -> Vec<(io::Error, Vec<usize>)> {
 }
 
 /// Writes `rest` at the end of `file` and cuts it to `len` when given (a
-/// reused file may be longer).
-fn write_rest(mut file: File, rest: &[u8], len: Option<u64>) -> io::Result<File> {
-    file.write_all(rest)?;
+/// reused file may be longer); `rest`'s buffer is kept for reuse.
+fn write_rest(mut file: File, rest: Vec<u8>, len: Option<u64>) -> io::Result<File> {
+    let written = file.write_all(&rest);
+    super::buffers::give(rest);
+    written?;
     if let Some(n) = len {
         file.set_len(n)?;
     }

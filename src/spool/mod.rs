@@ -26,6 +26,7 @@
 //! ```
 
 mod blocking;
+pub mod buffers;
 mod commit;
 mod format;
 mod free;
@@ -261,11 +262,12 @@ fn at_message(mut file: File) -> io::Result<(Head, File, u64)> {
 /// The head and the message bytes of the spool file `file`, in one read.
 fn read_whole(file: &mut File) -> io::Result<(Head, Vec<u8>)> {
     let len = file.metadata()?.len();
-    let mut all = vec![0; len as usize];
-    file.read_exact(&mut all)?;
-    let (head, offset) = read_head(&all[..])?;
-    all.drain(..offset as usize);
-    Ok((head, all))
+    let mut reader = BufReader::with_capacity(4096, file);
+    let (head, offset) = read_head(&mut reader)?;
+    // The message into a kept buffer (see [`buffers`]), after the head.
+    let mut message = buffers::take(len.saturating_sub(offset) as usize);
+    reader.read_to_end(&mut message)?;
+    Ok((head, message))
 }
 
 #[cfg(test)]

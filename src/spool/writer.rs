@@ -44,7 +44,7 @@ pub struct Writer {
 
 impl Writer {
     pub(super) fn new(id: Id, head: Vec<u8>, tmp: PathBuf, to: PathBuf, spool: Spool) -> Writer {
-        let mut buf = Vec::with_capacity(FLUSH_AT.min(head.len() + 8192));
+        let mut buf = super::buffers::take(FLUSH_AT.min(head.len() + 8192));
         buf.extend_from_slice(&head);
         Writer {
             id,
@@ -159,6 +159,7 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
+        super::buffers::give(std::mem::take(&mut self.buf));
         if self.touched {
             let at = std::mem::take(&mut self.at);
             drop(self.file.take());
