@@ -24,7 +24,7 @@ pub async fn connect(host: &str, port: u16, limit: Duration) -> io::Result<TcpSt
 }
 
 /// A TLS stream over TCP, as tokio-native-tls makes it.
-type TlsStream = tokio_native_tls::TlsStream<Compat<TcpStream>>;
+type TlsStream = tokio_native_tls::TlsStream<Compat<ReadAhead<TcpStream>>>;
 
 /// A connection, plain or TLS.
 #[derive(Debug)]
@@ -79,6 +79,73 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_close(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
+    }
+}
+
+/// TCP under TLS, read ahead: OpenSSL reads each record's 5-byte header,
+/// then its body, two reads of the socket per record (its own read-ahead
+/// is not reachable through native-tls); from this buffer, which holds a
+/// whole record, it is one. Writes go straight through.
+#[derive(Debug)]
+pub struct ReadAhead<T> {
+    inner: T,
+    buf: Box<[u8]>,
+    /// Bytes of `buf` not yet read: `start..end`.
+    start: usize,
+    end: usize,
+}
+
+/// A TLS record at its largest (16 KiB of text, its overhead, the header).
+const RECORD: usize = 16 * 1024 + 256 + 5;
+
+impl<T> ReadAhead<T> {
+    /// `inner`, read ahead.
+    pub fn new(inner: T) -> ReadAhead<T> {
+        ReadAhead {
+            inner,
+            buf: vec![0; RECORD].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.start == this.end {
+            if out.len() >= this.buf.len() {
+                return Pin::new(&mut this.inner).poll_read(cx, out);
+            }
+            let n = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut this.buf))?;
+            (this.start, this.end) = (0, n);
+        }
+        let n = (this.end - this.start).min(out.len());
+        out[..n].copy_from_slice(&this.buf[this.start..this.start + n]);
+        this.start += n;
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ReadAhead<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_net::TcpStream;
 
-use super::io::{Compat, Stream};
+use super::io::{Compat, ReadAhead, Stream};
 use crate::timeout::timeout;
 
 /// Opens TLS connections, trusting the system's CAs and any extra ones;
@@ -42,7 +42,7 @@ impl Connector {
         let what = format!("the TLS handshake with {host}");
         let handshake = async {
             self.0
-                .connect(host, Compat(tcp))
+                .connect(host, Compat(ReadAhead::new(tcp)))
                 .await
                 .map_err(|e| io::Error::other(format!("TLS with {host}: {e}")))
         };
@@ -81,7 +81,7 @@ impl Acceptor {
     pub async fn accept(&self, tcp: TcpStream, limit: Duration) -> io::Result<Stream> {
         let handshake = async {
             self.0
-                .accept(Compat(tcp))
+                .accept(Compat(ReadAhead::new(tcp)))
                 .await
                 .map_err(|e| io::Error::other(format!("TLS: {e}")))
         };
