@@ -15,8 +15,8 @@ use crate::id::Id;
 /// writer holds in memory beyond one caller's chunk. A message that fits
 /// (with its head) is written by the committer with its batch, not in a
 /// trip to the blocking pool of its own: at 100 KiB that took a tenth off the CPU per
-/// message of both binaries (scripts/bench, against 64 KiB), for 2 MiB more
-/// at peak over 20 sessions and 32 hand-offs.
+/// message of both binaries (scripts/bench, against 64 KiB), for up to 64
+/// KiB more per session and per hand-off in flight.
 pub(super) const FLUSH_AT: usize = 128 * 1024;
 
 /// A message being written; dropped without [`commit`](Writer::commit), its
