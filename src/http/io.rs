@@ -350,4 +350,24 @@ mod tests {
             assert_eq!(e.to_string(), "read made no progress for 50ms");
         });
     }
+
+    #[test]
+    fn read_ahead_hands_over_every_byte_in_order_whatever_the_read_sizes() {
+        smol::block_on(async {
+            let data: Vec<u8> = (0..3 * RECORD + 17).map(|i| (i % 251) as u8).collect();
+            let mut ahead = ReadAhead::new(futures_lite::io::Cursor::new(data.clone()));
+            let mut got = Vec::new();
+            // TLS-like: a 5-byte header, then a body; now and then a read
+            // bigger than the buffer, which goes straight to the stream.
+            for size in [5, 16_384, 5, 1, 2 * RECORD, 7, 100_000].iter().cycle() {
+                let mut buf = vec![0; *size];
+                let n = ahead.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(got, data);
+        });
+    }
 }
