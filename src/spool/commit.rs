@@ -199,14 +199,13 @@ async fn run(rx: async_channel::Receiver<Job>) {
 /// takes a thread of the bounded blocking pool for its sync.
 const SYNC_PARALLEL: usize = 8;
 
-/// Applies a batch in one go (the committer's three steps, one after the
-/// other): file data first (syncs), then names (renames, unlinks), then
+/// Applies a batch in one go (the committer's three steps, from a plain
+/// thread): file data first (syncs), then names (renames, unlinks), then
 /// each directory touched, once. One result per change, in order.
 #[cfg(test)]
 fn apply(changes: Vec<Change>) -> Vec<io::Result<()>> {
     let mut batch = Batch::write(changes);
-    let files = std::mem::take(&mut batch.files);
-    batch.synced(sync(files));
+    smol::block_on(batch.sync_parallel());
     batch.finish()
 }
 
@@ -267,8 +266,7 @@ impl Batch {
                         batch.names.push((i, name));
                     }
                     Err(e) => {
-                        // Never acknowledged: leave no trace.
-                        let _ = fs::remove_file(&tmp);
+                        abandon(&tmp, None);
                         batch.results[i] = Err(e);
                     }
                 },
@@ -291,7 +289,7 @@ impl Batch {
                             batch.names.push((i, Name::Place { at, to, free }));
                         }
                         Err(e) => {
-                            free.discard(&at, size, reused);
+                            abandon(&at, Some((free, size, reused)));
                             batch.results[i] = Err(e);
                         }
                     }
@@ -308,11 +306,7 @@ impl Batch {
                     }
                     batch.files.push((file, users));
                 }
-                Err(e) => {
-                    for i in users {
-                        batch.results[i] = Err(io::Error::new(e.kind(), e.to_string()));
-                    }
-                }
+                Err(e) => batch.fail(&e, &users),
             }
         }
         batch
@@ -330,17 +324,16 @@ impl Batch {
             trips.push(smol::unblock(move || sync(group)));
         }
         for trip in trips {
-            let failed = trip.await;
-            self.synced(failed);
+            for (e, users) in trip.await {
+                self.fail(&e, &users);
+            }
         }
     }
 
-    /// Records the failed syncs: their changes fail.
-    fn synced(&mut self, failed: Vec<(io::Error, Vec<usize>)>) {
-        for (e, users) in failed {
-            for i in users {
-                self.results[i] = Err(io::Error::new(e.kind(), e.to_string()));
-            }
+    /// Changes `users` fail with (a copy of) `e`.
+    fn fail(&mut self, e: &io::Error, users: &[usize]) {
+        for &i in users {
+            self.results[i] = Err(io::Error::new(e.kind(), e.to_string()));
         }
     }
 
@@ -350,18 +343,14 @@ impl Batch {
         for (i, name) in std::mem::take(&mut self.names) {
             let (result, dir) = match name {
                 Name::Place { at, to, free } => {
-                    let r = match &self.results[i] {
-                        Ok(()) => fs::rename(&at, &to),
-                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                    // Its write or sync failed: its result says so already.
+                    let Ok(()) = self.results[i] else {
+                        abandon(&at, free);
+                        continue;
                     };
+                    let r = fs::rename(&at, &to);
                     if r.is_err() {
-                        // Never acknowledged: leave no trace.
-                        match free {
-                            Some((free, size, reused)) => free.discard(&at, size, reused),
-                            None => {
-                                let _ = fs::remove_file(&at);
-                            }
-                        }
+                        abandon(&at, free);
                     }
                     (r, parent(&to))
                 }
@@ -403,6 +392,17 @@ impl Batch {
             }
         }
         self.results
+    }
+}
+
+/// Removes a written message that will not be acknowledged (or gives its
+/// file back to `free` for reuse): it must leave no trace.
+fn abandon(at: &Path, free: Option<(FreeFiles, u64, bool)>) {
+    match free {
+        Some((free, size, reused)) => free.discard(at, size, reused),
+        None => {
+            let _ = fs::remove_file(at);
+        }
     }
 }
 
