@@ -217,7 +217,7 @@ pub fn stuff(message: &[u8], out: &mut Vec<u8>) {
 /// Client side: when no line of `message` starts with `.`, what [`stuff`]
 /// would add after it (the terminator, and a CRLF if missing), so the
 /// message can go out as it is, without a stuffed copy; `None` when it
-/// must be stuffed (or is empty).
+/// must be stuffed.
 ///
 /// # Examples
 ///
@@ -226,13 +226,13 @@ pub fn stuff(message: &[u8], out: &mut Vec<u8>) {
 /// assert_eq!(unstuffed_tail(b"a\r\nb\r\n"), Some(&b".\r\n"[..]));
 /// assert_eq!(unstuffed_tail(b"a\r\nb"), Some(&b"\r\n.\r\n"[..]));
 /// assert_eq!(unstuffed_tail(b"a\r\n.b\r\n"), None);
+/// assert_eq!(unstuffed_tail(b""), Some(&b".\r\n"[..]));
 /// ```
 pub fn unstuffed_tail(message: &[u8]) -> Option<&'static [u8]> {
-    if message.first().is_none_or(|&b| b == b'.') || memchr::memmem::find(message, b"\n.").is_some()
-    {
+    if message.first() == Some(&b'.') || memchr::memmem::find(message, b"\n.").is_some() {
         return None;
     }
-    Some(if message.ends_with(b"\r\n") {
+    Some(if message.is_empty() || message.ends_with(b"\r\n") {
         b".\r\n"
     } else {
         b"\r\n.\r\n"
@@ -359,12 +359,11 @@ mod tests {
             stuff(message, &mut stuffed);
             match unstuffed_tail(message) {
                 Some(tail) => assert_eq!([message, tail].concat(), stuffed, "{message:?}"),
-                // Stuffing did add a dot somewhere (an empty message is
-                // just the terminator, sent as such by the caller).
+                // Stuffing did add a dot somewhere.
                 None => {
                     let tail = if message.ends_with(b"\r\n") { 3 } else { 5 };
                     assert!(
-                        message.is_empty() || stuffed.len() > message.len() + tail,
+                        stuffed.len() > message.len() + tail,
                         "{message:?} needed no stuffing"
                     )
                 }

@@ -244,16 +244,13 @@ impl Client {
                 Action::Read => t.reply(self.read_reply(command).await?),
                 Action::WriteMessage { empty } => {
                     let end = self.timeouts.data_end;
-                    let tail = if empty {
-                        Some(&b".\r\n"[..])
-                    } else {
-                        hedwig::smtp::data::unstuffed_tail(message)
-                    };
-                    match tail {
+                    // No recipient accepted: only the terminator.
+                    let message = if empty { &b""[..] } else { message };
+                    match hedwig::smtp::data::unstuffed_tail(message) {
                         // Most messages have no line that starts with a dot:
                         // they go out as they are, not as a second copy.
                         Some(tail) => {
-                            if !empty {
+                            if !message.is_empty() {
                                 self.write(message, end).await?;
                             }
                             self.write(tail, end).await?;
