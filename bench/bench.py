@@ -195,13 +195,13 @@ def port_free(addr, port):
 # ---------------------------------------------------------------- /proc
 
 def proc_stat(pid):
-    """(ppid, utime+stime, cutime+cstime) in ticks, or None when gone."""
+    """(ppid, utime+stime, cutime+cstime, stime) in ticks, or None when gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             rest = f.read().rsplit(b")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return None
-    return int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[13]) + int(rest[14])
+    return int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[13]) + int(rest[14]), int(rest[12])
 
 
 def children_of(root):
@@ -297,11 +297,8 @@ def status_kb(pid, field):
 
 def sys_seconds(pid):
     """Kernel CPU time (stime) of one process: syncs, copies, socket work."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[12]) / CLK_TCK
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return 0.0
+    st = proc_stat(pid)
+    return st[3] / CLK_TCK if st else 0.0
 
 
 def cpu_seconds(pids, reaper=None):
