@@ -185,8 +185,9 @@ impl Spool {
         let path = self.queued(id);
         smol::unblock(move || {
             let mut file = File::open(&path)?;
-            if file.metadata()?.len() <= READ_WHOLE {
-                let (head, bytes) = read_whole(&mut file)?;
+            let size = file.metadata()?.len();
+            if size <= READ_WHOLE {
+                let (head, bytes) = read_whole(&mut file, size)?;
                 let len = bytes.len() as u64;
                 return Ok((head, Body::Bytes(bytes), len));
             }
@@ -204,7 +205,9 @@ impl Spool {
 
     /// [`Spool::read`] for callers already on the blocking pool.
     pub fn read_blocking(&self, id: Id) -> io::Result<(Head, Vec<u8>)> {
-        read_whole(&mut File::open(self.queued(id))?)
+        let mut file = File::open(self.queued(id))?;
+        let size = file.metadata()?.len();
+        read_whole(&mut file, size)
     }
 
     /// Reads only the head of message `id`, and the message's size
@@ -259,14 +262,22 @@ fn at_message(mut file: File) -> io::Result<(Head, File, u64)> {
     Ok((head, file, len))
 }
 
-/// The head and the message bytes of the spool file `file`, in one read.
-fn read_whole(file: &mut File) -> io::Result<(Head, Vec<u8>)> {
-    let len = file.metadata()?.len();
+/// The head and the message bytes of the spool file `file`, `size` bytes
+/// long. The message is read to its known end, not to end of file: that
+/// would cost a stat, a seek and a read that finds nothing, per message.
+fn read_whole(file: &mut File, size: u64) -> io::Result<(Head, Vec<u8>)> {
     let mut reader = BufReader::with_capacity(4096, file);
     let (head, offset) = read_head(&mut reader)?;
+    let len = size.saturating_sub(offset);
     // The message into a kept buffer (see [`buffers`]), after the head.
-    let mut message = buffers::take(len.saturating_sub(offset) as usize);
-    reader.read_to_end(&mut message)?;
+    let mut message = buffers::take(len as usize);
+    reader.take(len).read_to_end(&mut message)?;
+    if (message.len() as u64) < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("spool file: {} of {len} message bytes", message.len()),
+        ));
+    }
     Ok((head, message))
 }
 
