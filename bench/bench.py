@@ -50,6 +50,10 @@ CPU: utime+stime of every process of the system (for Postfix plus the
 master's cutime+cstime, which collects the children that exited during the
 pass, e.g. smtpd after max_use), divided by COUNT.
 
+Sink sessions: the SMTP sessions smtp-sink saw in both passes (2 x COUNT
+messages; one session is wait_port's probe), counted once the system has
+stopped: how many connections it opened, i.e. how well it reuses them.
+
 Other processes: the machine may be shared. Before each run we wait (within
 --max-wait seconds in all) until other processes use < BUSY cores; during
 the throughput pass we count what they used (processes seen at its start or
@@ -342,6 +346,7 @@ class Sink:
     """A fresh smtp-sink with -c; counts what it received."""
 
     RECORD = re.compile(rb"mesg=(\d+)\r")
+    SESSIONS = re.compile(rb"sess=(\d+) ")
 
     def __init__(self, procs, work, addr, tag):
         self.path = os.path.join(work, "logs", f"sink-{tag}.count")
@@ -358,6 +363,15 @@ class Sink:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 256))
             found = self.RECORD.findall(f.read())
+        return int(found[-1]) if found else 0
+
+    def sessions(self):
+        """SMTP sessions the sink has seen: how well the system under test
+        reuses its connections (wait_port's probe is one of them)."""
+        with open(self.path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 256))
+            found = self.SESSIONS.findall(f.read())
         return int(found[-1]) if found else 0
 
     def wait_for(self, n, timeout):
@@ -739,6 +753,7 @@ def run_sink_ceiling(args, procs, work, addrs, size, tag):
 def run_system(args, procs, work, addrs, system, size, tag):
     sink = Sink(procs, work, addrs["sink"], tag)
     n = args.count
+    r = None
     limit = max(120.0, n * size / 2e6)
     try:
         system.start()
@@ -780,6 +795,11 @@ def run_system(args, procs, work, addrs, system, size, tag):
         return r
     finally:
         system.stop()
+        if r is not None:
+            # smtp-sink counts a session when it ends: read once the system
+            # has closed the connections it kept.
+            time.sleep(0.3)
+            r["sink_sessions"] = sink.sessions()
         sink.stop()
 
 
@@ -1041,7 +1061,7 @@ def main():
                     log(f"round {rnd} {fmt_size(size):>8}  {system.name:8} accept {r['accept']:7.0f}/s  "
                         f"e2e {r['e2e']:7.0f}/s  mem {r['mem_mib']:6.1f} MiB  "
                         f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
-                        f"cpu {r['cpu_ms']:.2f} ms/msg{extra}"
+                        f"cpu {r['cpu_ms']:.2f} ms/msg{extra}  sink sessions {r['sink_sessions']}"
                         + (f"  LEFTOVER {r['leftover']}" if r["leftover"] else "")
                         + (f"  [BUSY: others used {r['foreign_cores']:.2f} cores]"
                            if r["foreign_cores"] >= BUSY else ""))

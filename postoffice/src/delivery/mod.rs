@@ -102,6 +102,7 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
             queue.clone(),
             clock.clone(),
         );
+        let pool = Arc::new(pool::Pool::new(config.per_domain, config.concurrency));
         Deliverer {
             connections: Arc::new(Semaphore::new(config.concurrency)),
             tasks: Arc::new(Semaphore::new(config.concurrency + READ_AHEAD)),
@@ -113,7 +114,7 @@ impl<R: Resolve + Send + Sync + 'static> Deliverer<R> {
             hostname,
             metrics,
             signer,
-            pool: Arc::default(),
+            pool,
         }
     }
 
