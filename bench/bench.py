@@ -359,19 +359,19 @@ class Sink:
         # wait_port's probe connection is a session, never a message.
 
     def count(self):
-        with open(self.path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 256))
-            found = self.RECORD.findall(f.read())
-        return int(found[-1]) if found else 0
+        return self.last(self.RECORD)
 
     def sessions(self):
         """SMTP sessions the sink has seen: how well the system under test
         reuses its connections (wait_port's probe is one of them)."""
+        return self.last(self.SESSIONS)
+
+    def last(self, counter):
+        """The latest value of `counter` in the sink's running output."""
         with open(self.path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 256))
-            found = self.SESSIONS.findall(f.read())
+            found = counter.findall(f.read())
         return int(found[-1]) if found else 0
 
     def wait_for(self, n, timeout):
