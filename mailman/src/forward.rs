@@ -24,7 +24,7 @@ use crate::shutdown::Shutdown;
 enum Wake {
     New(Id),
     Listed(Vec<Id>),
-    Finished(Id, Outcome),
+    Finished(Vec<(Id, Outcome)>),
     Timer,
     Stop,
 }
@@ -52,17 +52,20 @@ pub async fn run(
     let (done_tx, done_rx) = async_channel::unbounded();
     let mut in_flight = 0usize;
     loop {
-        // Start as many hand-offs as allowed.
+        // Start as many hand-offs as allowed, each taking up to a batch of
+        // what is waiting: a burst goes in one exchange, a lone message at
+        // once and alone.
         let now = Instant::now();
         while in_flight < concurrency {
-            let Some(id) = schedule.pop_due(now, in_flight) else {
+            let ids = schedule.pop_batch(now, in_flight, handoff.batch());
+            if ids.is_empty() {
                 break;
-            };
+            }
             in_flight += 1;
             let (spool, handoff, done_tx) = (spool.clone(), handoff.clone(), done_tx.clone());
             smol::spawn(async move {
-                let outcome = handoff.send(&spool, id).await;
-                let _ = done_tx.send((id, outcome)).await;
+                let outcomes = handoff.send_many(&spool, ids).await;
+                let _ = done_tx.send(outcomes).await;
             })
             .detach();
         }
@@ -74,12 +77,7 @@ pub async fn run(
             None
         };
         let wake = async { accepted.recv().await.map_or(Wake::Stop, Wake::New) }
-            .or(async {
-                done_rx
-                    .recv()
-                    .await
-                    .map_or(Wake::Stop, |(id, o)| Wake::Finished(id, o))
-            })
+            .or(async { done_rx.recv().await.map_or(Wake::Stop, Wake::Finished) })
             .or(async {
                 match listing.as_mut() {
                     Some(task) => match task.await {
@@ -106,10 +104,15 @@ pub async fn run(
             .await;
         match wake {
             Wake::New(id) => {
-                if listing.is_some() {
-                    announced.insert(id);
+                // A group commit answers its sessions together: take all
+                // it announced, so they can share a hand-off.
+                for id in std::iter::once(id).chain(std::iter::from_fn(|| accepted.try_recv().ok()))
+                {
+                    if listing.is_some() {
+                        announced.insert(id);
+                    }
+                    schedule.add(id);
                 }
-                schedule.add(id);
             }
             Wake::Listed(ids) => {
                 listing = None;
@@ -125,9 +128,9 @@ pub async fn run(
                 }
                 announced = Default::default();
             }
-            Wake::Finished(id, outcome) => {
+            Wake::Finished(outcomes) => {
                 in_flight -= 1;
-                finish(&spool, &mut schedule, id, outcome, retry);
+                finish(&spool, &mut schedule, outcomes, retry);
             }
             Wake::Timer => {}
             Wake::Stop => return,
@@ -135,39 +138,53 @@ pub async fn run(
     }
 }
 
-/// Acts on one hand-off's outcome; file work goes on in the background
-/// (the message is out of the schedule already).
-fn finish(spool: &Spool, schedule: &mut Schedule, id: Id, outcome: Outcome, retry: Backoff) {
-    let spool = spool.clone();
-    match outcome {
-        Outcome::Accepted => {
-            schedule.succeeded(id);
-            smol::spawn(async move {
-                if let Err(e) = spool.remove(id).await {
-                    // Sent again after a restart; postoffice answers the repeat by its key.
-                    log::error!("{id}: delivered but cannot remove spool file: {e}");
-                }
-            })
-            .detach();
-        }
-        Outcome::Retry(why) => {
-            let wait = schedule.failed(id, Instant::now(), retry);
-            log::warn!("{id}: hand-off deferred ({why}); next try in {wait:?}");
-        }
-        Outcome::Refused(why) => {
-            schedule.forget(id);
-            smol::spawn(async move {
-                match spool.fail(id).await {
-                    Ok(path) => log::error!(
-                        "{id}: refused by postoffice ({why}); kept in {}",
-                        path.display()
-                    ),
-                    Err(e) => log::error!(
-                        "{id}: refused by postoffice ({why}); cannot move to failed/: {e}"
-                    ),
-                }
-            })
-            .detach();
+/// Acts on one hand-off's outcomes; file work goes on in the background
+/// (the messages are out of the schedule already), the removals of a batch
+/// in one commit.
+fn finish(spool: &Spool, schedule: &mut Schedule, outcomes: Vec<(Id, Outcome)>, retry: Backoff) {
+    let mut removals = Vec::new();
+    for (id, outcome) in outcomes {
+        match outcome {
+            Outcome::Accepted => {
+                schedule.succeeded(id);
+                removals.push(id);
+            }
+            Outcome::Retry(why) => {
+                let wait = schedule.failed(id, Instant::now(), retry);
+                log::warn!("{id}: hand-off deferred ({why}); next try in {wait:?}");
+            }
+            Outcome::Refused(why) => {
+                schedule.forget(id);
+                let spool = spool.clone();
+                smol::spawn(async move {
+                    match spool.fail(id).await {
+                        Ok(path) => log::error!(
+                            "{id}: refused by postoffice ({why}); kept in {}",
+                            path.display()
+                        ),
+                        Err(e) => log::error!(
+                            "{id}: refused by postoffice ({why}); cannot move to failed/: {e}"
+                        ),
+                    }
+                })
+                .detach();
+            }
         }
     }
+    if removals.is_empty() {
+        return;
+    }
+    let spool = spool.clone();
+    smol::spawn(async move {
+        let changes = removals.iter().map(|&id| spool.removal(id)).collect();
+        if let Err(e) = spool.committer().commit_all(changes).await {
+            // Sent again after a restart; postoffice answers the repeat by its key.
+            let ids: Vec<String> = removals.iter().map(Id::to_string).collect();
+            log::error!(
+                "{}: handed off but cannot remove spool files: {e}",
+                ids.join(",")
+            );
+        }
+    })
+    .detach();
 }

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, FutureExt};
-use hedwig::handoff;
+use hedwig::config::Upstream;
+use hedwig::handoff::{self, batch};
 use hedwig::http::client::Stale;
 use hedwig::id::Id;
 use hedwig::retry::Backoff;
@@ -24,6 +25,9 @@ pub use hedwig::handoff::Outcome;
 
 /// How much of an answer's body is read (and logged, on one line).
 const MAX_ANSWER: u64 = 64 << 10;
+/// How much of a batch's answer is read: a result per part, up to
+/// `batch::MAX_PARTS` of them.
+const MAX_BATCH_ANSWER: u64 = 1 << 20;
 
 /// A client for postoffice's message endpoint; cheap to clone.
 #[derive(Clone, Debug)]
@@ -33,6 +37,8 @@ pub struct Handoff {
     token: Arc<str>,
     timeout: Duration,
     retry: Backoff,
+    batch: usize,
+    batch_size: usize,
 }
 
 /// One postoffice URL and its health.
@@ -40,6 +46,7 @@ pub struct Handoff {
 struct Target {
     url: String,
     endpoint: String,
+    batch_endpoint: String,
     failures: u32,
     until: Option<Instant>,
 }
@@ -53,24 +60,24 @@ enum Failure {
 }
 
 impl Handoff {
-    /// A client posting to `urls` (in order) with `token`, each exchange
-    /// bounded by `timeout`, trusting `ca_file` besides the system's CAs,
-    /// keeping up to `concurrency` connections per URL open; a failing URL
-    /// waits `retry` before it is preferred again.
-    pub fn new(
-        urls: &[String],
-        token: String,
-        timeout: Duration,
-        ca_file: Option<&std::path::Path>,
-        concurrency: usize,
-        retry: Backoff,
-    ) -> Result<Handoff, String> {
-        let client = hedwig::http::Client::new(ca_file, timeout, concurrency)?;
-        let targets = urls
+    /// A client for `upstream`'s URLs (in order) with `token` (read by the
+    /// caller, who names the file in its error), each
+    /// exchange bounded by its timeout, trusting its `ca_file` besides the
+    /// system's CAs, keeping up to `concurrency` connections per URL open; a
+    /// failing URL waits `retry` before it is preferred again.
+    pub fn new(upstream: &Upstream, token: String) -> Result<Handoff, String> {
+        let client = hedwig::http::Client::new(
+            upstream.ca_file.as_deref(),
+            upstream.timeout,
+            upstream.concurrency,
+        )?;
+        let targets = upstream
+            .urls
             .iter()
             .map(|url| Target {
                 url: url.clone(),
                 endpoint: format!("{}{}", url.trim_end_matches('/'), handoff::PATH),
+                batch_endpoint: format!("{}{}", url.trim_end_matches('/'), batch::PATH),
                 failures: 0,
                 until: None,
             })
@@ -79,9 +86,16 @@ impl Handoff {
             client: surf::Client::with_http_client(client),
             targets: Arc::new(Mutex::new(targets)),
             token: token.into(),
-            timeout,
-            retry,
+            timeout: upstream.timeout,
+            retry: upstream.retry,
+            batch: upstream.batch,
+            batch_size: upstream.batch_size,
         })
+    }
+
+    /// Most messages one hand-off takes.
+    pub fn batch(&self) -> usize {
+        self.batch
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Target>> {
@@ -140,6 +154,159 @@ impl Handoff {
         Outcome::Retry(failed.join("; "))
     }
 
+    /// Hands off `ids` together where they can go together: read in one
+    /// trip to the blocking pool, the small ones (up to `batch_size` bytes in
+    /// all) in one `POST /v1/batch`, any other alone. One outcome per id.
+    pub async fn send_many(&self, spool: &Spool, ids: Vec<Id>) -> Vec<(Id, Outcome)> {
+        if let [id] = ids[..] {
+            return vec![(id, self.send(spool, id).await)];
+        }
+        let mut done = Vec::with_capacity(ids.len());
+        let mut parts = Vec::new();
+        let mut alone = Vec::new();
+        let mut size = 0;
+        for (id, opened) in spool.open_messages(ids).await {
+            match opened {
+                Err(e) => done.push((id, Outcome::Refused(format!("cannot read spool file: {e}")))),
+                Ok((head, Body::Bytes(bytes), _)) if size + bytes.len() <= self.batch_size => {
+                    size += bytes.len();
+                    parts.push((id, head, bytes));
+                }
+                Ok(_) => alone.push(id),
+            }
+        }
+        if parts.len() == 1 {
+            alone.extend(parts.pop().map(|(id, ..)| id));
+        }
+        if !parts.is_empty() {
+            let mut body = Vec::with_capacity(size + parts.len() * 128);
+            let mut batched = Vec::with_capacity(parts.len());
+            for (id, head, bytes) in parts {
+                batch::push(&mut body, &id.to_string(), &head.envelope, &bytes);
+                batched.push((id, bytes.len() as u64));
+                hedwig::spool::buffers::give(bytes);
+            }
+            match self.send_batch(&batched, body).await {
+                Some(outcomes) => done.extend(batched.iter().map(|(id, _)| *id).zip(outcomes)),
+                // Not taken as a batch (an older postoffice, a proxy that
+                // refuses the path): each goes alone and has its own answer.
+                None => alone.extend(batched.iter().map(|(id, _)| *id)),
+            }
+        }
+        for id in alone {
+            done.push((id, self.send(spool, id).await));
+        }
+        done
+    }
+
+    /// One batch to the first URL that answers it: an outcome per part, or
+    /// None when postoffice refused the batch as such (its parts are then
+    /// sent alone, each judged on its own).
+    async fn send_batch(&self, parts: &[(Id, u64)], body: Vec<u8>) -> Option<Vec<Outcome>> {
+        let body = Shared(Arc::new(body));
+        let mut failed = Vec::new();
+        let order = self.order(Instant::now());
+        let last = order.len().saturating_sub(1);
+        for (n, (i, url, _)) in order.into_iter().enumerate() {
+            let endpoint = self.lock()[i].batch_endpoint.clone();
+            let mut outcome = Outcome::Retry("connections closed before an answer".into());
+            for _ in 0..2 {
+                match self.post_batch(&endpoint, parts, &body).await {
+                    Ok(Ok(outcomes)) => {
+                        self.answered(i, true);
+                        return Some(outcomes);
+                    }
+                    Ok(Err(o)) => outcome = o,
+                    Err(Failure::Stale) => continue,
+                    Err(Failure::Other(why)) => outcome = Outcome::Retry(why),
+                }
+                break;
+            }
+            self.answered(i, !matches!(outcome, Outcome::Retry(_)));
+            match outcome {
+                Outcome::Retry(why) => {
+                    if n < last {
+                        log::warn!(
+                            "batch of {}: postoffice {url} failed ({why}); trying the next one",
+                            parts.len()
+                        );
+                    }
+                    failed.push(format!("{url}: {why}"));
+                }
+                Outcome::Refused(why) => {
+                    log::warn!(
+                        "batch of {}: refused by postoffice {url} ({why}); sending each alone",
+                        parts.len()
+                    );
+                    return None;
+                }
+                Outcome::Accepted => unreachable!("a batch's 2xx is read part by part"),
+            }
+        }
+        let why = failed.join("; ");
+        Some(parts.iter().map(|_| Outcome::Retry(why.clone())).collect())
+    }
+
+    /// One batch exchange: the parts' outcomes on a 200 whose answer has
+    /// one result per part, else the batch's own outcome (never Accepted).
+    async fn post_batch(
+        &self,
+        endpoint: &str,
+        parts: &[(Id, u64)],
+        body: &Shared,
+    ) -> Result<Result<Vec<Outcome>, Outcome>, Failure> {
+        let started = Instant::now();
+        let (status, answer) = self
+            .exchange(
+                self.client
+                    .post(endpoint)
+                    .header(handoff::AUTHORIZATION, handoff::bearer(&self.token))
+                    .content_type(batch::CONTENT_TYPE)
+                    .body(surf::Body::from_reader(
+                        futures_lite::io::Cursor::new(body.clone()),
+                        Some(body.0.len()),
+                    )),
+                MAX_BATCH_ANSWER,
+            )
+            .await?;
+        let latency = started.elapsed().as_secs_f64() * 1000.0;
+        let results = match (status, serde_json::from_slice::<batch::Answer>(&answer)) {
+            (200, Ok(a)) if a.results.len() == parts.len() => a.results,
+            (200, _) => {
+                // Some parts may be queued: their keys make the retry safe.
+                let why = format!(
+                    "unreadable batch answer: {}",
+                    summary(&String::from_utf8_lossy(&answer))
+                );
+                return Ok(Err(Outcome::Retry(why)));
+            }
+            (status, _) => {
+                let why = summary(&String::from_utf8_lossy(&answer));
+                return Ok(Err(match handoff::outcome(status, &why) {
+                    Outcome::Accepted => {
+                        Outcome::Retry(format!("unexpected HTTP {status} to a batch"))
+                    }
+                    other => other,
+                }));
+            }
+        };
+        let n = parts.len();
+        let outcomes = parts
+            .iter()
+            .zip(results)
+            .map(|((id, size), r)| {
+                let response = r.id.or(r.error).unwrap_or_default();
+                log::info!(
+                    "{id}: hand-off status={} latency={latency:.1}ms size={size} batch={n} response={}",
+                    r.status,
+                    one_line(&response)
+                );
+                handoff::outcome(r.status, &response)
+            })
+            .collect();
+        Ok(Ok(outcomes))
+    }
+
     /// One hand-off to one URL, sent again at once on a new connection when
     /// a pooled one turns out closed.
     async fn send_to(&self, endpoint: &str, spool: &Spool, id: Id) -> Outcome {
@@ -172,40 +339,56 @@ impl Handoff {
             }
         };
         let started = Instant::now();
-        let exchange = async {
-            let request = self
-                .client
-                .post(url)
-                .header(handoff::AUTHORIZATION, handoff::bearer(&self.token))
-                .header(handoff::IDEMPOTENCY_KEY, id.to_string())
-                .content_type(handoff::CONTENT_TYPE)
-                .body(body);
-            let mut response = request.await.map_err(|e| match e.downcast_ref::<Stale>() {
-                Some(_) => Failure::Stale,
-                None => Failure::Other(format!("postoffice unreachable: {e}")),
-            })?;
-            let mut body = Vec::new();
-            let read = response
-                .take_body()
-                .take(MAX_ANSWER)
-                .read_to_end(&mut body)
-                .await;
-            read.map_err(|e| Failure::Other(format!("answer cut off: {e}")))?;
-            Ok((u16::from(response.status()), body))
-        };
-        let limit = self.timeout;
-        let (status, body) = exchange
-            .or(async {
-                smol::Timer::after(limit).await;
-                Err(Failure::Other(format!("no answer within {limit:?}")))
-            })
-            .await?;
+        let request = self
+            .client
+            .post(url)
+            .header(handoff::AUTHORIZATION, handoff::bearer(&self.token))
+            .header(handoff::IDEMPOTENCY_KEY, id.to_string())
+            .content_type(handoff::CONTENT_TYPE)
+            .body(body);
+        let (status, body) = self.exchange(request, MAX_ANSWER).await?;
         let body = summary(&String::from_utf8_lossy(&body));
         log::info!(
             "{id}: hand-off status={status} latency={:.1}ms size={len} response={body}",
             started.elapsed().as_secs_f64() * 1000.0
         );
         Ok(handoff::outcome(status, &body))
+    }
+
+    /// Sends `request` and reads up to `max` bytes of its answer, all within
+    /// the timeout.
+    async fn exchange(
+        &self,
+        request: surf::RequestBuilder,
+        max: u64,
+    ) -> Result<(u16, Vec<u8>), Failure> {
+        let exchange = async {
+            let mut response = request.await.map_err(|e| match e.downcast_ref::<Stale>() {
+                Some(_) => Failure::Stale,
+                None => Failure::Other(format!("postoffice unreachable: {e}")),
+            })?;
+            let mut body = Vec::new();
+            let read = response.take_body().take(max).read_to_end(&mut body).await;
+            read.map_err(|e| Failure::Other(format!("answer cut off: {e}")))?;
+            Ok((u16::from(response.status()), body))
+        };
+        let limit = self.timeout;
+        exchange
+            .or(async {
+                smol::Timer::after(limit).await;
+                Err(Failure::Other(format!("no answer within {limit:?}")))
+            })
+            .await
+    }
+}
+
+/// A batch's body, kept for a second try (a stale connection, the next URL).
+#[derive(Clone)]
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 

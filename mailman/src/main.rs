@@ -93,14 +93,7 @@ fn start(config: Mailman) -> Result<(), String> {
         .postoffice
         .token()
         .map_err(|e| format!("postoffice token: {e}"))?;
-    let handoff = http::Handoff::new(
-        &config.postoffice.urls,
-        token,
-        config.postoffice.timeout,
-        config.postoffice.ca_file.as_deref(),
-        config.postoffice.concurrency,
-        config.postoffice.retry,
-    )?;
+    let handoff = http::Handoff::new(&config.postoffice, token)?;
     let mut listeners = Vec::new();
     for listen in &config.listen {
         let addr = resolve(listen)?;

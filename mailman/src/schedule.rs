@@ -63,6 +63,19 @@ impl Schedule {
         Some(id)
     }
 
+    /// Takes up to `max` messages for one hand-off: as [`Schedule::pop_due`]
+    /// takes one, and while probing (after a failure) only that one.
+    pub fn pop_batch(&mut self, now: Instant, in_flight: usize, max: usize) -> Vec<Id> {
+        let mut ids = Vec::new();
+        while ids.len() < max && (ids.is_empty() || self.streak == 0) {
+            match self.pop_due(now, in_flight) {
+                Some(id) => ids.push(id),
+                None => break,
+            }
+        }
+        ids
+    }
+
     fn oldest_eligible(&self, now: Instant) -> Option<&Id> {
         self.waiting
             .iter()
@@ -155,6 +168,21 @@ mod tests {
         assert_eq!(s.pop_due(t, 2), Some(id("C")));
         assert_eq!(s.pop_due(t, 3), None);
         assert_eq!(s.next_due(t, 3), None);
+    }
+
+    #[test]
+    fn batches_take_the_oldest_but_probe_alone() {
+        let t = Instant::now();
+        let mut s = schedule(&["D", "A", "C", "B", "E"]);
+        assert_eq!(s.pop_batch(t, 0, 3), [id("A"), id("B"), id("C")]);
+        assert_eq!(s.pop_batch(t, 1, 3), [id("D"), id("E")]);
+        assert_eq!(s.pop_batch(t, 2, 3), []);
+        // A failed batch pauses the queue; the next hand-off is one probe.
+        for name in ["A", "B", "C"] {
+            s.failed(id(name), t, RETRY);
+        }
+        assert_eq!(s.pop_batch(t, 0, 3), []);
+        assert_eq!(s.pop_batch(t + S, 0, 3).len(), 1);
     }
 
     #[test]

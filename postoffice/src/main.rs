@@ -156,6 +156,7 @@ async fn run(config: Postoffice, opened: Opened) -> Result<(), String> {
         queue: opened.queue.clone(),
         tokens: Arc::new(opened.tokens),
         max_message_size: config.max_message_size,
+        max_batch_size: config.max_batch_size,
         metrics: metrics.clone(),
         hostname: hostname.clone().into(),
         body_timeout: config.body_timeout,

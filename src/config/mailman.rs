@@ -236,6 +236,8 @@ mod tests {
                 token_file: "/etc/hedwig/token",
                 retry: (first: "250ms", max: "1h"),
                 concurrency: 2,
+                batch: 8,
+                batch_size: "256KiB",
                 timeout: "5s",
                 ca_file: Some("/etc/hedwig/ca.pem"),
             ),
@@ -275,6 +277,10 @@ mod tests {
         assert_eq!(m.postoffice.token, Token::File("/etc/hedwig/token".into()));
         assert_eq!(m.postoffice.retry.first, Duration::from_millis(250));
         assert_eq!(m.postoffice.ca_file, Some("/etc/hedwig/ca.pem".into()));
+        assert_eq!(
+            (m.postoffice.batch, m.postoffice.batch_size),
+            (8, 256 << 10)
+        );
     }
 
     #[test]

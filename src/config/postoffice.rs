@@ -31,6 +31,10 @@ pub struct Postoffice {
     /// Largest message accepted, in bytes, besides what the previous hop
     /// added (`hedwig::handoff::HOP_ALLOWANCE`).
     pub max_message_size: u64,
+    /// Most message bytes in one batched hand-off (`POST /v1/batch`), in
+    /// all: what one such request may hold in memory. A larger batch is
+    /// answered 413 and mailman sends its messages one by one.
+    pub max_batch_size: u64,
     /// Most HTTP connections at once; more get 503 and are closed.
     pub max_connections: usize,
     /// Largest request head (request line and header fields), in bytes.
@@ -89,6 +93,8 @@ struct RawPostoffice {
     queue: PathBuf,
     #[serde(default = "default_max_message_size", deserialize_with = "de::size")]
     max_message_size: u64,
+    #[serde(default = "default_max_batch_size", deserialize_with = "de::size")]
+    max_batch_size: u64,
     #[serde(default = "default_max_connections", deserialize_with = "de::count")]
     max_connections: usize,
     #[serde(default = "default_max_header_size", deserialize_with = "header_size")]
@@ -145,6 +151,7 @@ impl<'de> Deserialize<'de> for Postoffice {
             hostname: raw.hostname,
             queue: raw.queue,
             max_message_size: raw.max_message_size,
+            max_batch_size: raw.max_batch_size,
             max_connections: raw.max_connections,
             max_header_size: raw.max_header_size,
             header_timeout: raw.header_timeout,
@@ -197,6 +204,11 @@ fn default_queue() -> PathBuf {
 
 fn default_max_message_size() -> u64 {
     25 << 20
+}
+
+// mailman's `batch_size` default: what it sends, postoffice takes.
+fn default_max_batch_size() -> u64 {
+    1 << 20
 }
 
 fn default_max_connections() -> usize {
@@ -256,6 +268,7 @@ mod tests {
         assert_eq!(p.hostname, None);
         assert_eq!(p.queue, PathBuf::from("/var/spool/hedwig/postoffice"));
         assert_eq!(p.max_message_size, 25 << 20);
+        assert_eq!(p.max_batch_size, 1 << 20);
         assert_eq!(p.max_connections, 1024);
         assert_eq!(p.max_header_size, 64 << 10);
         assert_eq!(p.header_timeout, Duration::from_secs(30));
@@ -280,6 +293,7 @@ mod tests {
             hostname: "brandy.example.org",
             queue: "/tmp/q",
             max_message_size: "10MB",
+            max_batch_size: "4MiB",
             max_connections: 10,
             max_header_size: "16KiB",
             header_timeout: "5s",
@@ -317,6 +331,7 @@ mod tests {
         assert_eq!(p.resolved_hostname(), "brandy.example.org");
         assert_eq!(p.queue, PathBuf::from("/tmp/q"));
         assert_eq!(p.max_message_size, 10_000_000);
+        assert_eq!(p.max_batch_size, 4 << 20);
         assert_eq!(p.max_connections, 10);
         assert_eq!(p.max_header_size, 16 << 10);
         assert_eq!(p.header_timeout, Duration::from_secs(5));

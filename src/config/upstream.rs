@@ -20,6 +20,10 @@ pub struct Upstream {
     pub retry: Retry,
     /// Hand-offs in flight at once.
     pub concurrency: usize,
+    /// Most messages in one hand-off (`POST /v1/batch`); 1 sends each alone.
+    pub batch: usize,
+    /// Most bytes of messages in one hand-off; a larger message goes alone.
+    pub batch_size: usize,
     /// Bound on the whole HTTP exchange of one hand-off.
     pub timeout: Duration,
     /// Extra CA certificate to trust for postoffice's HTTPS.
@@ -48,6 +52,10 @@ struct RawUpstream {
     retry: Retry,
     #[serde(default = "default_concurrency", deserialize_with = "de::count")]
     concurrency: usize,
+    #[serde(default = "default_batch", deserialize_with = "batch")]
+    batch: usize,
+    #[serde(default = "default_batch_size", deserialize_with = "de::size_usize")]
+    batch_size: usize,
     #[serde(
         default = "default_upstream_timeout",
         deserialize_with = "de::positive_duration"
@@ -75,6 +83,8 @@ impl<'de> Deserialize<'de> for Upstream {
             token,
             retry: raw.retry,
             concurrency: raw.concurrency,
+            batch: raw.batch,
+            batch_size: raw.batch_size,
             timeout: raw.timeout,
             ca_file: raw.ca_file,
         })
@@ -180,6 +190,28 @@ fn default_concurrency() -> usize {
     16
 }
 
+// A burst (a group commit's worth of sessions) goes in one exchange: one
+// request, one commit and one removal per side instead of one per message.
+// The forwarder only batches what is waiting already, so a lone message is
+// not held back. 1 MiB keeps what a batch holds on each side near one
+// hand-off of a large message.
+fn batch<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = de::count(d)?;
+    let max = crate::handoff::batch::MAX_PARTS;
+    if n > max {
+        return Err(D::Error::custom(format!("must be at most {max}")));
+    }
+    Ok(n)
+}
+
+fn default_batch() -> usize {
+    32
+}
+
+fn default_batch_size() -> usize {
+    1 << 20
+}
+
 fn default_upstream_timeout() -> Duration {
     Duration::from_secs(60)
 }
@@ -214,6 +246,7 @@ mod tests {
         };
         assert_eq!(up.retry, retry);
         assert_eq!(up.concurrency, 16);
+        assert_eq!((up.batch, up.batch_size), (32, 1 << 20));
         assert_eq!(up.timeout, Duration::from_secs(60));
         assert_eq!(up.ca_file, None);
         // A partial retry keeps the other default.
@@ -292,6 +325,12 @@ mod tests {
             error(r#"postoffice: (url: "http://x:1", token: "t", concurrency: 0)"#),
             "hedwig.ron:1:69: mailman.postoffice.concurrency: must be at least 1"
         );
+        assert_eq!(
+            error(r#"postoffice: (url: "http://x:1", token: "t", batch: 1001)"#),
+            "hedwig.ron:1:66: mailman.postoffice.batch: must be at most 1000"
+        );
+        let up = upstream(r#"url: "http://x:1", token: "t", batch: 1, batch_size: "64KiB""#);
+        assert_eq!((up.batch, up.batch_size), (1, 64 << 10));
         assert!(error(r#""#).ends_with("mailman: missing field `postoffice`"));
     }
 }

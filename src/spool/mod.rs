@@ -183,16 +183,17 @@ impl Spool {
     /// to the blocking pool.
     pub async fn open_message(&self, id: Id) -> io::Result<(Head, Body, u64)> {
         let path = self.queued(id);
+        smol::unblock(move || open_blocking(&path)).await
+    }
+
+    /// [`Spool::open_message`] for several messages, in one trip to the
+    /// blocking pool (a batched hand-off).
+    pub async fn open_messages(&self, ids: Vec<Id>) -> Vec<(Id, io::Result<(Head, Body, u64)>)> {
+        let this = self.clone();
         smol::unblock(move || {
-            let mut file = File::open(&path)?;
-            let size = file.metadata()?.len();
-            if size <= READ_WHOLE {
-                let (head, bytes) = read_whole(&mut file, size)?;
-                let len = bytes.len() as u64;
-                return Ok((head, Body::Bytes(bytes), len));
-            }
-            let (head, file, len) = at_message(file)?;
-            Ok((head, Body::File(file), len))
+            ids.into_iter()
+                .map(|id| (id, open_blocking(&this.queued(id))))
+                .collect()
         })
         .await
     }
@@ -265,6 +266,20 @@ fn at_message(mut file: File) -> io::Result<(Head, File, u64)> {
 /// The head and the message bytes of the spool file `file`, `size` bytes
 /// long. The message is read to its known end, not to end of file: that
 /// would cost a stat, a seek and a read that finds nothing, per message.
+/// Opens a spooled message: read whole when small, else positioned at its
+/// message bytes.
+fn open_blocking(path: &Path) -> io::Result<(Head, Body, u64)> {
+    let mut file = File::open(path)?;
+    let size = file.metadata()?.len();
+    if size <= READ_WHOLE {
+        let (head, bytes) = read_whole(&mut file, size)?;
+        let len = bytes.len() as u64;
+        return Ok((head, Body::Bytes(bytes), len));
+    }
+    let (head, file, len) = at_message(file)?;
+    Ok((head, Body::File(file), len))
+}
+
 fn read_whole(file: &mut File, size: u64) -> io::Result<(Head, Vec<u8>)> {
     let mut reader = BufReader::with_capacity(4096, file);
     let (head, offset) = read_head(&mut reader)?;

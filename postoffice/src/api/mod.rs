@@ -38,6 +38,8 @@ pub struct State {
     pub tokens: Arc<Vec<String>>,
     /// Largest message body in bytes (the previous hop's trace aside).
     pub max_message_size: u64,
+    /// Most message bytes in one batch, in all.
+    pub max_batch_size: u64,
     /// Counters for /metrics.
     pub metrics: Arc<Metrics>,
     /// Our hostname, for Message-IDs of composed messages.

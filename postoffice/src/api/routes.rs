@@ -3,9 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_lite::{AsyncRead, AsyncReadExt, FutureExt};
+use futures_lite::{AsyncBufReadExt, AsyncRead, AsyncReadExt, FutureExt};
 use hedwig::envelope::Envelope;
-use hedwig::handoff;
+use hedwig::handoff::{self, batch};
 use hedwig::id::Id;
 use serde_json::{json, Value};
 use tide::{Request, Response, StatusCode};
@@ -22,6 +22,7 @@ pub fn app(state: State) -> tide::Server<State> {
         .get(|_| async { Ok(json_response(StatusCode::Ok, json!({"status": "ok"}))) });
     app.at("/metrics").get(metrics);
     app.at(handoff::PATH).post(post_message);
+    app.at(batch::PATH).post(post_batch);
     app.at("/v1/messages/:id")
         .get(get_message)
         .delete(delete_message);
@@ -242,9 +243,23 @@ async fn accept(
     body: &mut (dyn AsyncRead + Unpin + Send),
     client: Option<std::net::IpAddr>,
 ) -> tide::Result {
-    // RFC 5321 section 4.4's trace, as every MTA hop adds one: who posted
-    // it, over what, and the id to grep postoffice's log for.
-    let received = |id: Id| {
+    let trace = received(state, client, &envelope);
+    let result = state
+        .queue
+        .add(&envelope, key.as_deref(), trace, body, now_ms())
+        .await;
+    let (status, body) = answer(state, &envelope, result);
+    Ok(json_response(status, body))
+}
+
+/// RFC 5321 section 4.4's trace, as every MTA hop adds one: who posted
+/// it, over what, and the id to grep postoffice's log for.
+fn received<'a>(
+    state: &'a State,
+    client: Option<std::net::IpAddr>,
+    envelope: &'a Envelope,
+) -> impl FnOnce(Id) -> String + Send + 'a {
+    move |id: Id| {
         let ip = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
         hedwig::message::Trace {
             helo: &ip.to_string(),
@@ -257,11 +272,17 @@ async fn accept(
             time: SystemTime::now(),
         }
         .received()
-    };
-    let result = state
-        .queue
-        .add(&envelope, key.as_deref(), received, body, now_ms())
-        .await;
+    }
+}
+
+/// What queuing one message answers, the single hand-off and each part of
+/// a batch alike: 202 with its id, or an error status with the JSON error.
+fn answer(
+    state: &State,
+    envelope: &Envelope,
+    result: Result<(Id, bool), AddError>,
+) -> (StatusCode, Value) {
+    let failed = |status, e: &dyn std::fmt::Display| (status, json!({ "error": e.to_string() }));
     match result {
         Ok((id, true)) => {
             state.metrics.accepted(envelope.to.len());
@@ -271,22 +292,115 @@ async fn accept(
                 envelope.sender(),
                 to.join(">,<")
             );
-            Ok(json_response(StatusCode::Accepted, json!({ "id": id })))
+            (StatusCode::Accepted, json!({ "id": id }))
         }
         Ok((id, false)) => {
             log::info!("{id}: repeated Idempotency-Key, not queued again");
-            Ok(json_response(StatusCode::Accepted, json!({ "id": id })))
+            (StatusCode::Accepted, json!({ "id": id }))
         }
-        Err(e @ AddError::KeyBusy) => {
-            Ok(error(StatusCode::ServiceUnavailable, format!("{e}; retry")))
-        }
-        Err(e @ AddError::TooLarge { .. }) => Ok(error(StatusCode::PayloadTooLarge, e)),
-        Err(e @ (AddError::Empty | AddError::Body(_))) => Ok(error(StatusCode::BadRequest, e)),
+        Err(e @ AddError::KeyBusy) => failed(StatusCode::ServiceUnavailable, &format!("{e}; retry")),
+        Err(e @ AddError::TooLarge { .. }) => failed(StatusCode::PayloadTooLarge, &e),
+        Err(e @ (AddError::Empty | AddError::Body(_))) => failed(StatusCode::BadRequest, &e),
         Err(e @ AddError::Io(_)) => {
             log::error!("{e}");
-            Ok(error(StatusCode::ServiceUnavailable, e))
+            failed(StatusCode::ServiceUnavailable, &e)
         }
     }
+}
+
+/// `POST /v1/batch` (see `hedwig::handoff::batch`). Each part is written
+/// as it streams in, as a single hand-off's message is, so a batch holds
+/// no more in memory than one message does; once the whole body has been
+/// read and found well formed, the parts are committed side by side (their
+/// syncs share the queue's group commit). A body that breaks off or does
+/// not parse is a 400 and queues none of its parts.
+async fn post_batch(mut req: Request<State>) -> tide::Result {
+    authorized!(req);
+    let content_type = req
+        .content_type()
+        .map(|m| m.essence().to_ascii_lowercase())
+        .unwrap_or_default();
+    if content_type != batch::CONTENT_TYPE {
+        return Ok(error(
+            StatusCode::UnsupportedMediaType,
+            format!("Content-Type must be {}", batch::CONTENT_TYPE),
+        ));
+    }
+    let deadline = std::time::Instant::now() + req.state().body_timeout;
+    let body = hedwig::timeout::Deadline::new(req.take_body().into_reader(), deadline);
+    let mut body = futures_lite::io::BufReader::new(body);
+    let (state, client) = (req.state(), client_ip(&req));
+    let mut parts = Vec::new();
+    let mut total = 0u64;
+    loop {
+        let n = parts.len() + 1;
+        let bad = |why: String| Ok(error(StatusCode::BadRequest, format!("batch part {n}: {why}")));
+        let mut line = Vec::new();
+        let read = (&mut body)
+            .take(batch::MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await;
+        match read {
+            Ok(0) if parts.is_empty() => return Ok(error(StatusCode::BadRequest, "empty batch")),
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return bad(format!("request body: {e}")),
+        }
+        if n > batch::MAX_PARTS {
+            return bad(format!("more than {} parts", batch::MAX_PARTS));
+        }
+        let head = match batch::parse_head(&line) {
+            Ok(head) => head,
+            Err(e) => return bad(e),
+        };
+        // Staged parts hold their bytes until the commit (up to the spool
+        // writer's buffer each): what bounds a batch's memory.
+        total = total.saturating_add(head.len);
+        if total > state.max_batch_size {
+            let max = state.max_batch_size;
+            let why = format!("batch carries more than {max} bytes of messages; send them alone");
+            return Ok(error(StatusCode::PayloadTooLarge, why));
+        }
+        let mut message = (&mut body).take(head.len);
+        let trace = received(state, client, &head.envelope);
+        let key = Some(head.key.as_str());
+        let staged = state
+            .queue
+            .stage(&head.envelope, key, trace, &mut message, now_ms())
+            .await;
+        // What staging did not read (a known key reads nothing, a message
+        // too large stops early) is skipped to reach the next part.
+        if let Err(e) = futures_lite::io::copy(&mut message, &mut futures_lite::io::sink()).await {
+            return bad(format!("request body: {e}"));
+        }
+        if message.limit() > 0 {
+            return bad(format!("body ends inside its {} bytes", head.len));
+        }
+        let mut crlf = [0; 2];
+        match body.read_exact(&mut crlf).await {
+            Ok(()) if &crlf == b"\r\n" => {}
+            _ => return bad("message not followed by CRLF (wrong LENGTH?)".into()),
+        }
+        if let Err(AddError::Body(e)) = &staged {
+            return bad(format!("request body: {e}"));
+        }
+        parts.push((head.envelope, staged));
+    }
+    let committed = parts.into_iter().map(|(envelope, staged)| async move {
+        let result = match staged {
+            Ok(staged) => state.queue.commit(staged).await,
+            Err(e) => Err(e),
+        };
+        let (status, body) = answer(state, &envelope, result);
+        batch::PartAnswer {
+            status: status.into(),
+            id: body["id"].as_str().map(String::from),
+            error: body["error"].as_str().map(String::from),
+        }
+    });
+    let results = futures_util::future::join_all(committed).await;
+    let answer = serde_json::to_value(batch::Answer { results })?;
+    Ok(json_response(StatusCode::Ok, answer))
 }
 
 /// A time in ms since 1970 as RFC 3339, UTC, to the second.

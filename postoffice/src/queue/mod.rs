@@ -37,6 +37,22 @@ use store::Store;
 /// Bytes read from a body at once.
 const CHUNK: usize = 16 * 1024;
 
+/// A message [`Queue::stage`]d: written, not yet committed. Dropped, it
+/// leaves nothing queued.
+pub enum Staged {
+    /// Its key was queued before, as this id: nothing to commit.
+    Known(Id),
+    /// Written, with its record and its key held busy.
+    New(Box<New>),
+}
+
+/// A new staged message.
+pub struct New {
+    writer: hedwig::spool::Writer,
+    record: Record,
+    busy: Option<KeyGuard>,
+}
+
 /// Why a message could not be queued.
 #[derive(Debug)]
 pub enum AddError {
@@ -187,32 +203,47 @@ impl Queue {
         envelope: &Envelope,
         key: Option<&str>,
         trace: impl FnOnce(Id) -> String + Send,
-        mut body: impl AsyncRead + Unpin + Send,
+        body: impl AsyncRead + Unpin + Send,
         now: u64,
     ) -> Result<(Id, bool), AddError> {
+        let staged = self.stage(envelope, key, trace, body, now).await?;
+        self.commit(staged).await
+    }
+
+    /// The first half of [`Queue::add`]: the message written but not yet
+    /// durable or visible, so several (a batch) can be committed together,
+    /// or dropped, queuing nothing, when their request turns out broken.
+    pub async fn stage(
+        &self,
+        envelope: &Envelope,
+        key: Option<&str>,
+        trace: impl FnOnce(Id) -> String + Send,
+        mut body: impl AsyncRead + Unpin + Send,
+        now: u64,
+    ) -> Result<Staged, AddError> {
         // One copy of the code for every kind of body and trace (the
         // binary's size budget is tight).
         let mut trace = Some(trace);
         let mut trace = move |id| trace.take().map_or_else(String::new, |t| t(id));
-        self.add_dyn(envelope, key, &mut trace, &mut body, now)
+        self.stage_dyn(envelope, key, &mut trace, &mut body, now)
             .await
     }
 
-    async fn add_dyn(
+    async fn stage_dyn(
         &self,
         envelope: &Envelope,
         key: Option<&str>,
         trace: &mut (dyn FnMut(Id) -> String + Send),
         body: &mut (dyn AsyncRead + Unpin + Send),
         now: u64,
-    ) -> Result<(Id, bool), AddError> {
+    ) -> Result<Staged, AddError> {
         let hash = match key {
             Some(k) => {
                 // Its first copy may be in a message the scan has not read yet.
                 self.scanned().await;
                 let h = self.memory().keys.hash(k);
                 if let Some(id) = self.known_key(h, k).await? {
-                    return Ok((id, false));
+                    return Ok(Staged::Known(id));
                 }
                 Some(h)
             }
@@ -257,6 +288,25 @@ impl Queue {
             key.map(String::from),
             now,
         );
+        Ok(Staged::New(Box::new(New {
+            writer,
+            record,
+            busy,
+        })))
+    }
+
+    /// The second half of [`Queue::add`]: makes a staged message durable
+    /// (with whatever else the committer has waiting) and indexes it.
+    pub async fn commit(&self, staged: Staged) -> Result<(Id, bool), AddError> {
+        let New {
+            writer,
+            record,
+            busy,
+        } = match staged {
+            Staged::Known(id) => return Ok((id, false)),
+            Staged::New(new) => *new,
+        };
+        let id = record.id;
         // Committed and indexed in a task of its own: once on disk, the
         // message is indexed even if this request is dropped meanwhile.
         let (tx, rx) = async_channel::bounded(1);

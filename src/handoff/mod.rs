@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::envelope::Envelope;
 use crate::smtp::address::Address;
 
+pub mod batch;
+
 /// The path messages are posted to.
 pub const PATH: &str = "/v1/messages";
 /// The header carrying the sender's message id.
