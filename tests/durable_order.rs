@@ -157,6 +157,78 @@ fn post(addr: SocketAddr, n: usize) -> String {
 
 #[test]
 fn postoffice_answers_202_only_after_sync_rename_and_directory_sync() {
+    postoffice_acknowledges_durably(|addr| {
+        // 40 messages from 8 clients at once.
+        let posters: Vec<_> = (0..8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    (0..5).map(|i| post(addr, t * 5 + i)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        posters
+            .into_iter()
+            .flat_map(|p| p.join().unwrap())
+            .collect()
+    });
+}
+
+/// POSTs messages `ns` as one batch with curl; their ids from the parts' 202s.
+fn post_batch(addr: SocketAddr, ns: std::ops::Range<usize>) -> Vec<String> {
+    let mut body = Vec::new();
+    for n in ns.clone() {
+        let message = format!("Subject: {n}\r\n\r\nbody {n}\r\n");
+        let head = format!(
+            "key-{n} {} from=a%40src.test&to=b%40dst.test\r\n",
+            message.len()
+        );
+        body.extend_from_slice(format!("{head}{message}\r\n").as_bytes());
+    }
+    let mut curl = Command::new("curl")
+        .args(["-s", "-H", "Authorization: Bearer tok"])
+        .args(["-H", "Content-Type: application/x-hedwig-batch"])
+        .args(["--data-binary", "@-"])
+        .arg(format!("http://{addr}/v1/batch"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl runs");
+    curl.stdin.take().unwrap().write_all(&body).unwrap();
+    let out = curl.wait_with_output().unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "batch {ns:?}: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let results = answer["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), ns.len(), "{answer}");
+    results
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], 202, "{answer}");
+            r["id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn postoffice_answers_a_batch_only_after_sync_rename_and_directory_sync() {
+    postoffice_acknowledges_durably(|addr| {
+        // 40 messages in four batches from four clients at once.
+        let posters: Vec<_> = (0..4)
+            .map(|t| std::thread::spawn(move || post_batch(addr, t * 10..t * 10 + 10)))
+            .collect();
+        posters
+            .into_iter()
+            .flat_map(|p| p.join().unwrap())
+            .collect()
+    });
+}
+
+/// Starts postoffice under strace, has `send` post 40 messages (returning
+/// their ids) and checks each was durable before its id was written.
+fn postoffice_acknowledges_durably(send: fn(SocketAddr) -> Vec<String>) {
     let dir = TestDir::new();
     let addr = dir.free_addr();
     let queue = dir.path().join("queue");
@@ -181,16 +253,7 @@ fn postoffice_answers_202_only_after_sync_rename_and_directory_sync() {
         assert!(Instant::now() < until, "postoffice did not listen");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // 40 messages from 8 clients at once.
-    let posters: Vec<_> = (0..8)
-        .map(|t| {
-            std::thread::spawn(move || (0..5).map(|i| post(addr, t * 5 + i)).collect::<Vec<_>>())
-        })
-        .collect();
-    let ids: Vec<String> = posters
-        .into_iter()
-        .flat_map(|p| p.join().unwrap())
-        .collect();
+    let ids = send(addr);
     assert_eq!(ids.len(), 40);
     stop(strace);
     let text = std::fs::read_to_string(&trace).unwrap();

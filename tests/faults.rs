@@ -88,8 +88,11 @@ fn postoffice_unreachable_mailman_spools_then_drains_in_order() {
     );
 
     // In order: postoffice's ids (its acceptance order) against mailman's
-    // (the spool's order). Hand-offs run 8 at a time, so a message may pass
-    // a few others, never many.
+    // (the spool's order). Hand-offs run 8 at a time, each a batch of up to
+    // 32 taken oldest first, and postoffice stages the parts of batches in
+    // flight side by side: a message may pass those in flight with it (8 x
+    // 32), never more. Draining by timers instead scattered the spool
+    // across all 2000.
     let by_rcpt: BTreeMap<String, String> = received
         .iter()
         .map(|r| {
@@ -119,7 +122,7 @@ fn postoffice_unreachable_mailman_spools_then_drains_in_order() {
         .unwrap_or(0);
     eprintln!("drain order: largest displacement {displacement} of {N}");
     assert!(
-        displacement <= 32,
+        displacement <= 8 * 32,
         "drained out of order: a message moved {displacement} places"
     );
 }

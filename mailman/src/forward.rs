@@ -1,5 +1,6 @@
 //! The forwarder drains the spool to postoffice: several hand-offs in flight,
-//! oldest first, pausing with doubling backoff while postoffice is down or
+//! oldest first, each taking what is waiting up to a batch (http.rs sends a
+//! batch as one request), pausing with doubling backoff while postoffice is down or
 //! answers 5xx/429 (see schedule.rs), `failed/` for a permanent refusal. A
 //! spool file is removed only after postoffice's 2xx.
 //!

@@ -155,8 +155,9 @@ impl Handoff {
     }
 
     /// Hands off `ids` together where they can go together: read in one
-    /// trip to the blocking pool, the small ones (up to `batch_size` bytes in
-    /// all) in one `POST /v1/batch`, any other alone. One outcome per id.
+    /// trip to the blocking pool as long as they fit in `batch_size` bytes
+    /// in all and sent in one `POST /v1/batch`, any other alone. One
+    /// outcome per id.
     pub async fn send_many(&self, spool: &Spool, ids: Vec<Id>) -> Vec<(Id, Outcome)> {
         if let [id] = ids[..] {
             return vec![(id, self.send(spool, id).await)];
@@ -165,14 +166,14 @@ impl Handoff {
         let mut parts = Vec::new();
         let mut alone = Vec::new();
         let mut size = 0;
-        for (id, opened) in spool.open_messages(ids).await {
-            match opened {
+        for (id, read) in spool.read_batch(ids, self.batch_size as u64).await {
+            match read {
                 Err(e) => done.push((id, Outcome::Refused(format!("cannot read spool file: {e}")))),
-                Ok((head, Body::Bytes(bytes), _)) if size + bytes.len() <= self.batch_size => {
+                Ok(Some((head, bytes))) => {
                     size += bytes.len();
                     parts.push((id, head, bytes));
                 }
-                Ok(_) => alone.push(id),
+                Ok(None) => alone.push(id),
             }
         }
         if parts.len() == 1 {

@@ -327,7 +327,7 @@ mod tests {
         );
         assert_eq!(
             error(r#"postoffice: (url: "http://x:1", token: "t", batch: 1001)"#),
-            "hedwig.ron:1:66: mailman.postoffice.batch: must be at most 1000"
+            "hedwig.ron:1:63: mailman.postoffice.batch: must be at most 1000"
         );
         let up = upstream(r#"url: "http://x:1", token: "t", batch: 1, batch_size: "64KiB""#);
         assert_eq!((up.batch, up.batch_size), (1, 64 << 10));

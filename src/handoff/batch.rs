@@ -136,7 +136,10 @@ mod tests {
         let mut parts = Vec::new();
         while !body.is_empty() {
             let n = parts.len() + 1;
-            let end = body.iter().position(|&b| b == b'\n').ok_or(format!("part {n}: no line"))?;
+            let end = body
+                .iter()
+                .position(|&b| b == b'\n')
+                .ok_or(format!("part {n}: no line"))?;
             let head = parse_head(&body[..=end]).map_err(|e| format!("part {n}: {e}"))?;
             let rest = &body[end + 1..];
             let len = head.len as usize;
@@ -172,16 +175,27 @@ mod tests {
         assert_eq!(err(b"K1 3 from=&to=a%40b"), "part line must end in CRLF");
         let bad_len = "LENGTH must be a positive decimal number";
         for len in ["+3", "03", "0", "", "-1", "3x", "99999999999999999999999"] {
-            assert_eq!(err(format!("K1 {len} from=&to=a%40b\r\n").as_bytes()), bad_len);
+            assert_eq!(
+                err(format!("K1 {len} from=&to=a%40b\r\n").as_bytes()),
+                bad_len
+            );
         }
         assert_eq!(err(b"K1 3\r\n"), "want \"KEY LENGTH QUERY\"");
-        assert_eq!(err(b"K1  3 from=&to=a%40b\r\n"), "want \"KEY LENGTH QUERY\"");
-        assert_eq!(err(b"K1 3 from=&to=a%40b x\r\n"), "want \"KEY LENGTH QUERY\"");
+        assert_eq!(
+            err(b"K1  3 from=&to=a%40b\r\n"),
+            "want \"KEY LENGTH QUERY\""
+        );
+        assert_eq!(
+            err(b"K1 3 from=&to=a%40b x\r\n"),
+            "want \"KEY LENGTH QUERY\""
+        );
         assert_eq!(err(b"\xff 3 from=&to=a%40b\r\n"), "part line is not ASCII");
         assert!(err(b"K1 3 from=&to=nope\r\n").starts_with("envelope: to:"));
         assert!(err(b"K1 3 from=&\r\n").starts_with("envelope: missing to"));
-        assert!(err(format!("{} 3 from=&to=a%40b\r\n", "k".repeat(201)).as_bytes())
-            .starts_with("Idempotency-Key must be"));
+        assert!(
+            err(format!("{} 3 from=&to=a%40b\r\n", "k".repeat(201)).as_bytes())
+                .starts_with("Idempotency-Key must be")
+        );
         let ok = parse_head(b"K1 18446744073709551615 from=&to=a%40b\r\n").unwrap();
         assert_eq!(ok.len, u64::MAX);
     }

@@ -10,6 +10,8 @@
 //! [`HOP_ALLOWANCE`] is taken: the allowance covers what the previous hop
 //! added (its `Received:`, and `Date:`/`Message-ID:` where missing), so what
 //! mailman admits under the same limit is never refused for its size.
+//!
+//! Several messages go in one request by [`batch`]'s contract.
 
 use serde::{Deserialize, Serialize};
 

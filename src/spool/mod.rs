@@ -186,14 +186,27 @@ impl Spool {
         smol::unblock(move || open_blocking(&path)).await
     }
 
-    /// [`Spool::open_message`] for several messages, in one trip to the
-    /// blocking pool (a batched hand-off).
-    pub async fn open_messages(&self, ids: Vec<Id>) -> Vec<(Id, io::Result<(Head, Body, u64)>)> {
+    /// Reads several messages whole, in one trip to the blocking pool (a
+    /// batched hand-off), as long as their files fit in `budget` bytes in
+    /// all: one that does not is not read (None), and goes alone.
+    pub async fn read_batch(
+        &self,
+        ids: Vec<Id>,
+        budget: u64,
+    ) -> Vec<(Id, io::Result<Option<(Head, Vec<u8>)>>)> {
         let this = self.clone();
         smol::unblock(move || {
-            ids.into_iter()
-                .map(|id| (id, open_blocking(&this.queued(id))))
-                .collect()
+            let mut left = budget;
+            let mut read = |id| {
+                let mut file = File::open(this.queued(id))?;
+                let size = file.metadata()?.len();
+                if size > left {
+                    return Ok(None);
+                }
+                left -= size;
+                read_whole(&mut file, size).map(Some)
+            };
+            ids.into_iter().map(|id| (id, read(id))).collect()
         })
         .await
     }

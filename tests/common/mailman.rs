@@ -50,6 +50,8 @@ pub struct Config {
     pub retry_max: String,
     /// Hand-offs in flight at once.
     pub concurrency: u32,
+    /// Most messages in one hand-off.
+    pub batch: u32,
     /// Bound on one hand-off request.
     pub postoffice_timeout: String,
     /// SMTP idle timeout.
@@ -85,6 +87,7 @@ impl Config {
             retry_first: "100ms".into(),
             retry_max: "1s".into(),
             concurrency: 8,
+            batch: 32,
             postoffice_timeout: "10s".into(),
             timeout: "5m".into(),
             data_timeout: "10m".into(),
@@ -108,7 +111,7 @@ impl Config {
     max_connections: {max_connections},
     max_errors: {max_errors},
     spool: {spool:?},
-    postoffice: (url: {url}, ca_file: {ca_file}, token: {token:?}, retry: (first: {retry_first:?}, max: {retry_max:?}), concurrency: {concurrency}, timeout: {postoffice_timeout:?}),
+    postoffice: (url: {url}, ca_file: {ca_file}, token: {token:?}, retry: (first: {retry_first:?}, max: {retry_max:?}), concurrency: {concurrency}, batch: {batch}, timeout: {postoffice_timeout:?}),
     timeout: {timeout:?}, data_timeout: {data_timeout:?}, shutdown_timeout: {shutdown_timeout:?}, max_line_length: {max_line_length},
     {extra}
   ),
@@ -147,6 +150,7 @@ impl Config {
             retry_first = self.retry_first,
             retry_max = self.retry_max,
             concurrency = self.concurrency,
+            batch = self.batch,
             postoffice_timeout = self.postoffice_timeout,
             timeout = self.timeout,
             data_timeout = self.data_timeout,

@@ -1,5 +1,6 @@
 //! The fake postoffice: a tiny_http server that records every hand-off and answers
-//! as the test tells it to.
+//! as the test tells it to. Each part of a batch (`POST /v1/batch`) is
+//! recorded and answered as a hand-off of its own.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -321,16 +322,7 @@ fn serve(mut request: tiny_http::Request, state: &State, policy: &RwLock<Policy>
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (request.url().to_string(), String::new()),
     };
-    let mut from = None;
-    let mut to = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match form_decode(k).as_str() {
-            "from" => from = Some(form_decode(v)),
-            "to" => to.push(form_decode(v)),
-            _ => {}
-        }
-    }
+    let (from, to) = envelope(&query);
     let mut delivery = Delivery {
         seq: 0,
         method: request.method().to_string(),
@@ -353,6 +345,11 @@ fn serve(mut request: tiny_http::Request, state: &State, policy: &RwLock<Policy>
         && delivery
             .content_length
             .is_none_or(|n| n == delivery.body.len());
+    if delivery.path == "/v1/batch" && delivery.complete {
+        if let Some(parts) = split_batch(&delivery.body) {
+            return serve_batch(request, delivery, parts, state, policy);
+        }
+    }
     // Record at arrival, so `seq` is arrival order and the policy can see it.
     {
         let mut log = state.log.lock().unwrap();
@@ -379,6 +376,91 @@ fn serve(mut request: tiny_http::Request, state: &State, policy: &RwLock<Policy>
     let mut log = state.log.lock().unwrap();
     log[delivery.seq].status = answer.status;
     log[delivery.seq].answered_at = answered_at;
+    state.changed.notify_all();
+}
+
+/// The `from` and `to` of a hand-off's query string.
+fn envelope(query: &str) -> (Option<String>, Vec<String>) {
+    let mut from = None;
+    let mut to = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match form_decode(k).as_str() {
+            "from" => from = Some(form_decode(v)),
+            "to" => to.push(form_decode(v)),
+            _ => {}
+        }
+    }
+    (from, to)
+}
+
+/// The parts of a batch body (`KEY LENGTH QUERY` CRLF, LENGTH bytes, CRLF,
+/// as the README's API section has it), read here without hedwig's code;
+/// None when the body does not follow that.
+fn split_batch(mut body: &[u8]) -> Option<Vec<(String, String, Vec<u8>)>> {
+    let mut parts = Vec::new();
+    while !body.is_empty() {
+        let eol = body.windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(&body[..eol]).ok()?;
+        let mut fields = line.split(' ');
+        let (key, len, query) = (fields.next()?, fields.next()?, fields.next()?);
+        let len: usize = len.parse().ok()?;
+        let rest = &body[eol + 2..];
+        if rest.len() < len + 2 || &rest[len..len + 2] != b"\r\n" {
+            return None;
+        }
+        parts.push((key.to_string(), query.to_string(), rest[..len].to_vec()));
+        body = &rest[len + 2..];
+    }
+    (!parts.is_empty()).then_some(parts)
+}
+
+/// Records each part of a batch as a hand-off of its own, answers each as
+/// the policy says (after the longest of their delays) in one 200.
+fn serve_batch(
+    request: tiny_http::Request,
+    template: Delivery,
+    parts: Vec<(String, String, Vec<u8>)>,
+    state: &State,
+    policy: &RwLock<Policy>,
+) {
+    let mut seqs = Vec::new();
+    {
+        let mut log = state.log.lock().unwrap();
+        for (key, query, body) in parts {
+            let (from, to) = envelope(&query);
+            let mut d = template.clone();
+            d.seq = log.len();
+            (d.query, d.from, d.to, d.key, d.body) = (query, from, to, Some(key), body);
+            seqs.push(d.seq);
+            log.push(d);
+        }
+        state.changed.notify_all();
+    }
+    let policy = policy.read().unwrap().clone();
+    let answers: Vec<Answer> = {
+        let log = state.log.lock().unwrap().clone();
+        seqs.iter().map(|&seq| policy(&log[seq])).collect()
+    };
+    std::thread::sleep(answers.iter().map(|a| a.delay).max().unwrap_or_default());
+    let results: Vec<String> = seqs
+        .iter()
+        .zip(&answers)
+        .map(|(seq, a)| match a.status {
+            200..=299 => format!(r#"{{"status": {}, "id": "po-{seq}"}}"#, a.status),
+            s => format!(r#"{{"status": {s}, "error": "the fake answers {s}"}}"#),
+        })
+        .collect();
+    let body = format!(r#"{{"results": [{}]}}"#, results.join(", "));
+    let response = tiny_http::Response::from_string(body)
+        .with_header(tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap());
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let answered_at = request.respond(response).ok().map(|()| Instant::now());
+    let mut log = state.log.lock().unwrap();
+    for (&seq, a) in seqs.iter().zip(&answers) {
+        log[seq].status = a.status;
+        log[seq].answered_at = answered_at;
+    }
     state.changed.notify_all();
 }
 

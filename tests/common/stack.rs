@@ -633,3 +633,22 @@ pub fn without_trace(bytes: &[u8]) -> &[u8] {
     );
     rest
 }
+
+/// nginx in the foreground, as root, everything under `dir`.
+pub fn nginx(dir: &TestDir, servers: &str) -> Proc {
+    let d = dir.path().display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log info;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n  access_log {d}/nginx-access.log;\n  client_body_temp_path {d}/nginx-body;\n\
+         proxy_temp_path {d}/nginx-proxy;\n{servers}\n}}\n"
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).expect("nginx.conf");
+    let mut cmd = Command::new("/usr/sbin/nginx");
+    cmd.arg("-c")
+        .arg(&path)
+        .arg("-e")
+        .arg(dir.path().join("nginx-error.log"));
+    Proc::spawn(dir.path(), "nginx", &mut cmd)
+}

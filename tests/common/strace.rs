@@ -19,7 +19,7 @@ const CALLS: &str = "trace=fsync,fdatasync,rename,renameat,renameat2,write,write
 /// `binary` started under strace, its trace going to `trace`.
 pub fn traced(dir: &Path, name: &str, trace: &Path, binary: &Path, args: &[&str]) -> Proc {
     let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-y", "-qq", "-s", "300", "-e", CALLS, "-o"])
+    cmd.args(["-f", "-y", "-qq", "-s", "1024", "-e", CALLS, "-o"])
         .arg(trace)
         .arg("--")
         .arg(binary)

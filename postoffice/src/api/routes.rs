@@ -298,7 +298,9 @@ fn answer(
             log::info!("{id}: repeated Idempotency-Key, not queued again");
             (StatusCode::Accepted, json!({ "id": id }))
         }
-        Err(e @ AddError::KeyBusy) => failed(StatusCode::ServiceUnavailable, &format!("{e}; retry")),
+        Err(e @ AddError::KeyBusy) => {
+            failed(StatusCode::ServiceUnavailable, &format!("{e}; retry"))
+        }
         Err(e @ AddError::TooLarge { .. }) => failed(StatusCode::PayloadTooLarge, &e),
         Err(e @ (AddError::Empty | AddError::Body(_))) => failed(StatusCode::BadRequest, &e),
         Err(e @ AddError::Io(_)) => {
@@ -334,7 +336,12 @@ async fn post_batch(mut req: Request<State>) -> tide::Result {
     let mut total = 0u64;
     loop {
         let n = parts.len() + 1;
-        let bad = |why: String| Ok(error(StatusCode::BadRequest, format!("batch part {n}: {why}")));
+        let bad = |why: String| {
+            Ok(error(
+                StatusCode::BadRequest,
+                format!("batch part {n}: {why}"),
+            ))
+        };
         let mut line = Vec::new();
         let read = (&mut body)
             .take(batch::MAX_LINE as u64)
