@@ -28,11 +28,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::{self, SendRequest};
-use smol_hyper::rt::FuturesIo;
 
 use super::body::Outgoing;
 use super::convert;
-use super::io::{connect, Stream, Timed};
+use super::io::{connect, HyperIo, Stream, Timed};
 use super::tls::Connector;
 use crate::timeout::timeout;
 
@@ -219,7 +218,7 @@ impl Inner {
             true => self.tls.connect(&origin.host, tcp, self.timeout).await?,
             false => Stream::Plain(tcp),
         };
-        let io = FuturesIo::new(Timed::new(stream, self.timeout, self.timeout));
+        let io = HyperIo(Timed::new(stream, self.timeout, self.timeout));
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await

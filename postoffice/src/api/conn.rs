@@ -25,11 +25,11 @@ use async_net::TcpStream;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use hedwig::http::body::Outgoing;
 use hedwig::http::convert::{self, error_bytes, error_response};
-use hedwig::http::io::{Stream, Timed};
+use hedwig::http::io::{HyperIo, Stream, Timed};
 use hedwig::http::tls::Acceptor;
 use hedwig::timeout::timeout;
 use http::StatusCode;
-use smol_hyper::rt::{FuturesIo, SmolTimer};
+use smol_hyper::rt::SmolTimer;
 
 use super::State;
 
@@ -94,7 +94,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> io:
         // The read buffer holds a whole head, and a little more.
         .max_buf_size(limits.max_header_size + 8192)
         .writev(false)
-        .serve_connection(FuturesIo::new(conn.clone()), service)
+        .serve_connection(HyperIo(conn.clone()), service)
         .await;
     match served {
         Ok(()) => Ok(()),
