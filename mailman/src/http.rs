@@ -165,14 +165,10 @@ impl Handoff {
         let mut done = Vec::with_capacity(ids.len());
         let mut parts = Vec::new();
         let mut alone = Vec::new();
-        let mut size = 0;
         for (id, read) in spool.read_batch(ids, self.batch_size as u64).await {
             match read {
                 Err(e) => done.push((id, Outcome::Refused(format!("cannot read spool file: {e}")))),
-                Ok(Some((head, bytes))) => {
-                    size += bytes.len();
-                    parts.push((id, head, bytes));
-                }
+                Ok(Some((head, bytes))) => parts.push((id, head, bytes)),
                 Ok(None) => alone.push(id),
             }
         }
@@ -180,12 +176,14 @@ impl Handoff {
             alone.extend(parts.pop().map(|(id, ..)| id));
         }
         if !parts.is_empty() {
-            let mut body = Vec::with_capacity(size + parts.len() * 128);
+            let mut body = Vec::with_capacity(parts.len() * 3);
             let mut batched = Vec::with_capacity(parts.len());
             for (id, head, bytes) in parts {
-                batch::push(&mut body, &id.to_string(), &head.envelope, &bytes);
+                let line = batch::part_line(&id.to_string(), &head.envelope, bytes.len());
                 batched.push((id, bytes.len() as u64));
-                hedwig::spool::buffers::give(bytes);
+                body.push(Piece::Bytes(line.into_bytes()));
+                body.push(Piece::Kept(bytes));
+                body.push(Piece::Bytes(batch::PART_END.to_vec()));
             }
             match self.send_batch(&batched, body).await {
                 Some(outcomes) => done.extend(batched.iter().map(|(id, _)| *id).zip(outcomes)),
@@ -203,8 +201,8 @@ impl Handoff {
     /// One batch to the first URL that answers it: an outcome per part, or
     /// None when postoffice refused the batch as such (its parts are then
     /// sent alone, each judged on its own).
-    async fn send_batch(&self, parts: &[(Id, u64)], body: Vec<u8>) -> Option<Vec<Outcome>> {
-        let body = Shared(Arc::new(body));
+    async fn send_batch(&self, parts: &[(Id, u64)], body: Vec<Piece>) -> Option<Vec<Outcome>> {
+        let body = Arc::new(Pieces(body));
         let mut failed = Vec::new();
         let order = self.order(Instant::now());
         let last = order.len().saturating_sub(1);
@@ -254,7 +252,7 @@ impl Handoff {
         &self,
         endpoint: &str,
         parts: &[(Id, u64)],
-        body: &Shared,
+        body: &Arc<Pieces>,
     ) -> Result<Result<Vec<Outcome>, Outcome>, Failure> {
         let started = Instant::now();
         let (status, answer) = self
@@ -264,8 +262,8 @@ impl Handoff {
                     .header(handoff::AUTHORIZATION, handoff::bearer(&self.token))
                     .content_type(batch::CONTENT_TYPE)
                     .body(surf::Body::from_reader(
-                        futures_lite::io::Cursor::new(body.clone()),
-                        Some(body.0.len()),
+                        PiecesReader::new(body.clone()),
+                        Some(body.len()),
                     )),
                 MAX_BATCH_ANSWER,
             )
@@ -383,13 +381,94 @@ impl Handoff {
     }
 }
 
-/// A batch's body, kept for a second try (a stale connection, the next URL).
-#[derive(Clone)]
-struct Shared(Arc<Vec<u8>>);
+/// One piece of a batch's body.
+enum Piece {
+    /// A part line or a part's end.
+    Bytes(Vec<u8>),
+    /// A message, in one of the spool's kept buffers.
+    Kept(Vec<u8>),
+}
 
-impl AsRef<[u8]> for Shared {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
+impl Piece {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Bytes(b) | Piece::Kept(b) => b,
+        }
+    }
+}
+
+/// A batch's body as the pieces it is made of, sent one after the other,
+/// never copied into one buffer: at 256 KiB that buffer would be a fresh
+/// allocation per hand-off, a page fault per 4 KiB of it under musl (the
+/// static binaries). Shared, it is kept for a second try (a stale
+/// connection, the next URL); the messages' buffers go back to the spool's
+/// pool when the last reader is done.
+struct Pieces(Vec<Piece>);
+
+impl Pieces {
+    fn len(&self) -> usize {
+        self.0.iter().map(|p| p.bytes().len()).sum()
+    }
+}
+
+impl Drop for Pieces {
+    fn drop(&mut self) {
+        for piece in self.0.drain(..) {
+            if let Piece::Kept(buf) = piece {
+                hedwig::spool::buffers::give(buf);
+            }
+        }
+    }
+}
+
+/// Reads [`Pieces`] from the start.
+struct PiecesReader {
+    pieces: Arc<Pieces>,
+    /// The piece being read, and how far.
+    at: (usize, usize),
+}
+
+impl PiecesReader {
+    fn new(pieces: Arc<Pieces>) -> PiecesReader {
+        PiecesReader { pieces, at: (0, 0) }
+    }
+
+    /// What is left of the current piece, past the empty ones.
+    fn rest(&mut self) -> &[u8] {
+        let pieces = &self.pieces.0;
+        while self.at.0 < pieces.len() && self.at.1 == pieces[self.at.0].bytes().len() {
+            self.at = (self.at.0 + 1, 0);
+        }
+        pieces
+            .get(self.at.0)
+            .map_or(&[], |p| &p.bytes()[self.at.1..])
+    }
+}
+
+impl futures_lite::AsyncBufRead for PiecesReader {
+    fn poll_fill_buf(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<&[u8]>> {
+        std::task::Poll::Ready(Ok(self.get_mut().rest()))
+    }
+
+    fn consume(mut self: std::pin::Pin<&mut Self>, amt: usize) {
+        self.at.1 += amt;
+    }
+}
+
+impl futures_lite::AsyncRead for PiecesReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let rest = self.rest();
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.at.1 += n;
+        std::task::Poll::Ready(Ok(n))
     }
 }
 
@@ -474,5 +553,53 @@ mod summary_tests {
         assert_eq!(summary("<p>no title"), "HTML page (11 bytes)");
         assert_eq!(summary("line one\n  line two"), "line one line two");
         assert_eq!(summary(&"x".repeat(300)).len(), 203);
+    }
+}
+
+#[cfg(test)]
+mod pieces_tests {
+    use super::*;
+    use futures_lite::AsyncBufReadExt;
+
+    fn pieces() -> Arc<Pieces> {
+        let bytes = |b: &[u8]| Piece::Bytes(b.to_vec());
+        Arc::new(Pieces(vec![
+            bytes(b"K1 3 q\r\n"),
+            Piece::Kept(b"abc".to_vec()),
+            bytes(b""),
+            bytes(b"\r\n"),
+            Piece::Kept(Vec::new()),
+            bytes(b"end"),
+        ]))
+    }
+
+    #[test]
+    fn a_batch_reads_as_its_pieces_one_after_the_other() {
+        let want = b"K1 3 q\r\nabc\r\nend";
+        let body = pieces();
+        assert_eq!(body.len(), want.len());
+        smol::block_on(async {
+            // In small reads, and again from the start (a second try).
+            for _ in 0..2 {
+                let mut reader = PiecesReader::new(body.clone());
+                let (mut got, mut buf) = (Vec::new(), [0; 2]);
+                loop {
+                    let n = reader.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                assert_eq!(got, want);
+            }
+            // As lines, through the buffered face hyper's body uses.
+            let mut lines = Vec::new();
+            let mut reader = PiecesReader::new(body.clone());
+            let mut line = String::new();
+            while reader.read_line(&mut line).await.unwrap() > 0 {
+                lines.push(std::mem::take(&mut line));
+            }
+            assert_eq!(lines, ["K1 3 q\r\n", "abc\r\n", "end"]);
+        });
     }
 }

@@ -51,26 +51,25 @@ pub struct PartHead {
     pub envelope: Envelope,
 }
 
-/// Appends one part to `body`.
+/// The line that starts a part of `len` message bytes; the message and
+/// [`PART_END`] follow it.
 ///
 /// # Examples
 ///
 /// ```
 /// use hedwig::{envelope::Envelope, handoff::batch, smtp::address::Address};
 /// let env = Envelope { from: None, to: vec![Address::parse("a@b.org").unwrap()] };
-/// let mut body = Vec::new();
-/// batch::push(&mut body, "K1", &env, b"Subject: x\r\n\r\nhi\r\n");
-/// assert_eq!(body, b"K1 19 from=&to=a%40b.org\r\nSubject: x\r\n\r\nhi\r\n\r\n");
-/// let head = batch::parse_head(b"K1 19 from=&to=a%40b.org\r\n").unwrap();
+/// let line = batch::part_line("K1", &env, 19);
+/// assert_eq!(line, "K1 19 from=&to=a%40b.org\r\n");
+/// let head = batch::parse_head(line.as_bytes()).unwrap();
 /// assert_eq!((head.key.as_str(), head.len, head.envelope), ("K1", 19, env));
 /// ```
-pub fn push(body: &mut Vec<u8>, key: &str, envelope: &Envelope, message: &[u8]) {
-    let head = format!("{key} {} {}\r\n", message.len(), super::query(envelope));
-    body.reserve(head.len() + message.len() + 2);
-    body.extend_from_slice(head.as_bytes());
-    body.extend_from_slice(message);
-    body.extend_from_slice(b"\r\n");
+pub fn part_line(key: &str, envelope: &Envelope, len: usize) -> String {
+    format!("{key} {len} {}\r\n", super::query(envelope))
 }
+
+/// What ends a part, after its message.
+pub const PART_END: &[u8] = b"\r\n";
 
 /// Reads a part line, CRLF included; the error says what is wrong with it.
 pub fn parse_head(line: &[u8]) -> Result<PartHead, String> {
@@ -150,6 +149,12 @@ mod tests {
             body = &rest[len + 2..];
         }
         Ok(parts)
+    }
+
+    fn push(body: &mut Vec<u8>, key: &str, envelope: &Envelope, message: &[u8]) {
+        body.extend_from_slice(part_line(key, envelope, message.len()).as_bytes());
+        body.extend_from_slice(message);
+        body.extend_from_slice(PART_END);
     }
 
     #[test]
