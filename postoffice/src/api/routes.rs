@@ -311,11 +311,12 @@ fn answer(
 }
 
 /// `POST /v1/batch` (see `hedwig::handoff::batch`). Each part is written
-/// as it streams in, as a single hand-off's message is, so a batch holds
-/// no more in memory than one message does; once the whole body has been
-/// read and found well formed, the parts are committed side by side (their
-/// syncs share the queue's group commit). A body that breaks off or does
-/// not parse is a 400 and queues none of its parts.
+/// as it streams in, as a single hand-off's message is (never the whole
+/// body in one buffer), and waits, staged, for the rest: what the staged
+/// parts hold until their commit is bounded by `max_batch_size`. Once the
+/// whole body has been read and found well formed, the parts are committed
+/// side by side (their syncs share the queue's group commit). A body that
+/// breaks off or does not parse is a 400 and queues none of its parts.
 async fn post_batch(mut req: Request<State>) -> tide::Result {
     authorized!(req);
     let content_type = req
