@@ -329,7 +329,8 @@ impl Handoff {
         let body = match body {
             Body::Bytes(bytes) => {
                 let len = bytes.len();
-                surf::Body::from_reader(Kept(futures_lite::io::Cursor::new(bytes)), Some(len))
+                let body = Arc::new(Pieces(vec![Piece::Kept(bytes)]));
+                surf::Body::from_reader(PiecesReader::new(body), Some(len))
             }
             Body::File(file) => {
                 let file = smol::fs::File::from(file);
@@ -381,7 +382,7 @@ impl Handoff {
     }
 }
 
-/// One piece of a batch's body.
+/// One piece of a request body.
 enum Piece {
     /// A part line or a part's end.
     Bytes(Vec<u8>),
@@ -397,12 +398,13 @@ impl Piece {
     }
 }
 
-/// A batch's body as the pieces it is made of, sent one after the other,
-/// never copied into one buffer: at 256 KiB that buffer would be a fresh
-/// allocation per hand-off, a page fault per 4 KiB of it under musl (the
-/// static binaries). Shared, it is kept for a second try (a stale
+/// A request body as the pieces it is made of: a message read whole (one
+/// piece), or a batch (part lines, messages, CRLFs), sent one after the
+/// other, never copied into one buffer: at 256 KiB that buffer would be a
+/// fresh allocation per hand-off, a page fault per 4 KiB of it under musl
+/// (the static binaries). Shared, it is kept for a second try (a stale
 /// connection, the next URL); the messages' buffers go back to the spool's
-/// pool when the last reader is done.
+/// pool (`hedwig::spool::buffers`) when the last reader is done.
 struct Pieces(Vec<Piece>);
 
 impl Pieces {
@@ -498,41 +500,6 @@ fn one_line(text: &str) -> String {
     match line.char_indices().nth(200) {
         Some((end, _)) => format!("{}...", &line[..end]),
         None => line,
-    }
-}
-
-/// A message read whole into one of the spool's kept buffers, which it
-/// gives back when the request body is dropped (see
-/// `hedwig::spool::buffers`: the static binaries' malloc would otherwise
-/// fault a fresh buffer in for every message).
-struct Kept(futures_lite::io::Cursor<Vec<u8>>);
-
-impl Drop for Kept {
-    fn drop(&mut self) {
-        hedwig::spool::buffers::give(std::mem::take(self.0.get_mut()));
-    }
-}
-
-impl futures_lite::AsyncRead for Kept {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut [u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl futures_lite::AsyncBufRead for Kept {
-    fn poll_fill_buf(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<&[u8]>> {
-        std::pin::Pin::new(&mut self.get_mut().0).poll_fill_buf(cx)
-    }
-
-    fn consume(mut self: std::pin::Pin<&mut Self>, amt: usize) {
-        std::pin::Pin::new(&mut self.0).consume(amt)
     }
 }
 

@@ -146,10 +146,7 @@ async fn read_body(req: &mut Request<State>) -> Result<Vec<u8>, Response> {
 
 async fn post_message(mut req: Request<State>) -> tide::Result {
     authorized!(req);
-    let content_type = req
-        .content_type()
-        .map(|m| m.essence().to_ascii_lowercase())
-        .unwrap_or_default();
+    let content_type = content_type(&req);
     let key = match req.header(handoff::IDEMPOTENCY_KEY) {
         None => None,
         Some(v) => {
@@ -228,6 +225,13 @@ async fn post_message(mut req: Request<State>) -> tide::Result {
     .await
 }
 
+/// The request's media type, lowercase, without parameters ("" if none).
+fn content_type(req: &Request<State>) -> String {
+    req.content_type()
+        .map(|m| m.essence().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
 fn client_ip(req: &Request<State>) -> Option<std::net::IpAddr> {
     req.peer_addr()
         .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
@@ -248,7 +252,10 @@ async fn accept(
         .queue
         .add(&envelope, key.as_deref(), trace, body, now_ms())
         .await;
-    let (status, body) = answer(state, &envelope, result);
+    let (status, body) = match answer(state, &envelope, result) {
+        (status, Ok(id)) => (status, json!({ "id": id })),
+        (status, Err(e)) => (status, json!({ "error": e })),
+    };
     Ok(json_response(status, body))
 }
 
@@ -276,13 +283,13 @@ fn received<'a>(
 }
 
 /// What queuing one message answers, the single hand-off and each part of
-/// a batch alike: 202 with its id, or an error status with the JSON error.
+/// a batch alike: 202 with its id, or an error status and why.
 fn answer(
     state: &State,
     envelope: &Envelope,
     result: Result<(Id, bool), AddError>,
-) -> (StatusCode, Value) {
-    let failed = |status, e: &dyn std::fmt::Display| (status, json!({ "error": e.to_string() }));
+) -> (StatusCode, Result<String, String>) {
+    let failed = |status, e: &dyn std::fmt::Display| (status, Err(e.to_string()));
     match result {
         Ok((id, true)) => {
             state.metrics.accepted(envelope.to.len());
@@ -292,11 +299,11 @@ fn answer(
                 envelope.sender(),
                 to.join(">,<")
             );
-            (StatusCode::Accepted, json!({ "id": id }))
+            (StatusCode::Accepted, Ok(id.to_string()))
         }
         Ok((id, false)) => {
             log::info!("{id}: repeated Idempotency-Key, not queued again");
-            (StatusCode::Accepted, json!({ "id": id }))
+            (StatusCode::Accepted, Ok(id.to_string()))
         }
         Err(e @ AddError::KeyBusy) => {
             failed(StatusCode::ServiceUnavailable, &format!("{e}; retry"))
@@ -319,10 +326,7 @@ fn answer(
 /// breaks off or does not parse is a 400 and queues none of its parts.
 async fn post_batch(mut req: Request<State>) -> tide::Result {
     authorized!(req);
-    let content_type = req
-        .content_type()
-        .map(|m| m.essence().to_ascii_lowercase())
-        .unwrap_or_default();
+    let content_type = content_type(&req);
     if content_type != batch::CONTENT_TYPE {
         return Ok(error(
             StatusCode::UnsupportedMediaType,
@@ -399,11 +403,11 @@ async fn post_batch(mut req: Request<State>) -> tide::Result {
             Ok(staged) => state.queue.commit(staged).await,
             Err(e) => Err(e),
         };
-        let (status, body) = answer(state, &envelope, result);
+        let (status, said) = answer(state, &envelope, result);
         batch::PartAnswer {
             status: status.into(),
-            id: body["id"].as_str().map(String::from),
-            error: body["error"].as_str().map(String::from),
+            id: said.as_ref().ok().cloned(),
+            error: said.err(),
         }
     });
     let results = futures_util::future::join_all(committed).await;
